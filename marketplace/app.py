@@ -1,0 +1,111 @@
+"""create_app(): composes every router, plugin and lifecycle hook of the platform."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from jinja2 import Environment
+from litestar import Litestar
+from litestar.config.compression import CompressionConfig
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from marketplace.core.cache import create_cache
+from marketplace.core.db import Database
+from marketplace.core.health import HealthController
+from marketplace.core.http import (
+    EXCEPTION_HANDLERS,
+    AuthenticationMiddleware,
+    CsrfProtection,
+    csrf_config,
+    provide_db_session,
+    refuse_tokens_where_not_accepted,
+    refuse_writes_by_read_only_parties,
+)
+from marketplace.core.identity.api import ApiClientController, AuthController, OAuthController, OrganisationController
+from marketplace.core.identity.oauth import TokenServer
+from marketplace.core.keys import load_signing_key
+from marketplace.core.settings import Settings, load_settings
+from marketplace.core.tasks import PERIODIC_JOBS, InProcessScheduler, configure_celery
+from marketplace.web import i18n
+from marketplace.web.pages import LocaleMiddleware, PageController
+
+WEB_DIR = Path(__file__).parent / "web"
+log = logging.getLogger(__name__)
+
+
+def _jinja(engine: JinjaTemplateEngine) -> None:
+    env: Environment = engine.engine
+    env.add_extension("jinja2.ext.i18n")
+    env.install_gettext_callables(i18n.gettext_, i18n.ngettext_, newstyle=True)  # type: ignore[attr-defined]
+    env.globals["current_locale"] = i18n.current_locale
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the application from settings (read from ``MARKET_*`` variables when not given)."""
+    settings = settings or load_settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    signing_key = load_signing_key(settings)
+    token_server = TokenServer(signing_key=signing_key, issuer=settings.issuer, access_token_ttl=settings.access_token_ttl_seconds)
+    configure_celery(settings)
+    i18n.load_catalogues()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.db = Database(settings.resolved_database_url)
+        app.state.cache = create_cache(settings.redis_url)
+        scheduler = None
+        if not settings.redis_url and settings.run_periodic_in_process:
+            scheduler = InProcessScheduler(PERIODIC_JOBS)
+            scheduler.start()
+        app.state.scheduler = scheduler
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.stop()
+            await app.state.cache.close()
+            await app.state.db.dispose()
+
+    return Litestar(
+        route_handlers=[
+            HealthController,
+            AuthController,
+            OrganisationController,
+            ApiClientController,
+            OAuthController,
+            PageController,
+            create_static_files_router(path="/static", directories=[WEB_DIR / "static"], include_in_schema=False),
+        ],
+        dependencies={"db_session": Provide(provide_db_session)},
+        middleware=[
+            DefineMiddleware(CsrfProtection, config=csrf_config(settings.secret_key.get_secret_value(), secure=settings.secure_cookies)),
+            AuthenticationMiddleware,
+            LocaleMiddleware,
+        ],
+        guards=[refuse_writes_by_read_only_parties, refuse_tokens_where_not_accepted],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        template_config=TemplateConfig(directory=WEB_DIR / "templates", engine=JinjaTemplateEngine, engine_callback=_jinja),
+        openapi_config=OpenAPIConfig(
+            title="Authorised data operation marketplace",
+            version="0.1.0",
+            description="Owner, operators, buyers, regulators and auditors on one verifiable ledger. "
+            "Errors are RFC 9457 problem+json with a stable `code`.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        compression_config=CompressionConfig(backend="gzip", minimum_size=1024),
+        state=State({"settings": settings, "signing_key": signing_key, "token_server": token_server}),
+        lifespan=[lifespan],
+        request_max_body_size=1024 * 1024,
+        debug=False,
+    )

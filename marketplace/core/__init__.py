@@ -1,0 +1,1 @@
+"""Shared foundation: settings, database, identity, errors and tasks. Imports nothing else of ours."""

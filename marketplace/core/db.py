@@ -1,0 +1,91 @@
+"""Database engines and sessions: async on the request path, sync for migrations and tools."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+SUPPORTED = ("sqlite", "postgresql")
+
+
+def _base_url(url: str) -> tuple[str, Any]:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED:
+        raise ValueError(f"unsupported database {backend!r}; use sqlite:/// or postgresql://")
+    return backend, parsed
+
+
+def async_url(url: str) -> str:
+    """The URL with the async driver of its database (aiosqlite or asyncpg)."""
+    backend, parsed = _base_url(url)
+    driver = "aiosqlite" if backend == "sqlite" else "asyncpg"
+    return parsed.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False)
+
+
+def sync_url(url: str) -> str:
+    """The URL with the sync driver of its database (sqlite3 or psycopg)."""
+    backend, parsed = _base_url(url)
+    driver = "pysqlite" if backend == "sqlite" else "psycopg"
+    return parsed.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False)
+
+
+def is_sqlite(url: str) -> bool:
+    """Whether the URL names an SQLite database."""
+    return _base_url(url)[0] == "sqlite"
+
+
+def _ensure_sqlite_folder(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def create_sync_engine(url: str) -> Engine:
+    """A sync engine (migrations, commands, test factories)."""
+    if is_sqlite(url):
+        _ensure_sqlite_folder(url)
+        engine = create_engine(sync_url(url), poolclass=NullPool)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(sync_url(url), pool_pre_ping=True)
+
+
+class Database:
+    """The async engine and session factory of one application instance."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        if is_sqlite(url):
+            _ensure_sqlite_folder(url)
+            self.engine: AsyncEngine = create_async_engine(async_url(url))
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_async_engine(async_url(url), pool_size=pool_size, pool_pre_ping=True)
+        self.sessionmaker = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session that rolls back whatever was not committed when it closes."""
+        async with self.sessionmaker() as session:
+            yield session
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

@@ -1,0 +1,66 @@
+"""The asymmetric key that signs access tokens: generated on first run, or given in production."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc.jwk import ECKey
+
+from marketplace.core.settings import Settings
+
+TOKEN_ALGORITHM = "ES256"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """The token signing key with its key id (RFC 7638 thumbprint)."""
+
+    key: ECKey
+    kid: str
+
+    def private_jwks(self) -> dict[str, Any]:
+        """The private key set, for signing."""
+        data = self.key.as_dict(private=True)
+        data.update(kid=self.kid, alg=TOKEN_ALGORITHM, use="sig")
+        return {"keys": [data]}
+
+    def public_jwks(self) -> dict[str, Any]:
+        """The public key set published at ``/.well-known/jwks.json``."""
+        data = self.key.as_dict(private=False)
+        data.update(kid=self.kid, alg=TOKEN_ALGORITHM, use="sig")
+        return {"keys": [data]}
+
+
+def _generate_pem(path: Path) -> bytes:
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    return pem
+
+
+def load_signing_key(settings: Settings) -> SigningKey:
+    """The configured key, or the one under ``var/keys`` (created on first run)."""
+    if settings.jwt_private_key is not None:
+        pem = settings.jwt_private_key.get_secret_value().encode()
+    else:
+        path = settings.var_dir / "keys" / "token-signing-key.pem"
+        try:
+            pem = path.read_bytes()
+        except FileNotFoundError:
+            try:
+                pem = _generate_pem(path)
+            except FileExistsError:  # another process created it first
+                pem = path.read_bytes()
+    key = ECKey.import_key(pem)
+    if key.as_dict().get("crv") != "P-256":
+        raise ValueError("the token signing key must be an EC P-256 key (ES256)")
+    return SigningKey(key=key, kid=key.thumbprint())

@@ -1,0 +1,88 @@
+"""The one settings class of the platform, read from ``MARKET_*`` environment variables.
+
+Settings are read when the application (or a command) is created, never at import time, so
+tests and tools can build apps with different settings in one process.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "development-only-secret-key-change-me"  # noqa: S105 - the known default, refused in production
+
+
+class Environment(StrEnum):
+    """Where the platform runs; production refuses insecure defaults."""
+
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    """All configuration. The embedded default (no variable set) runs on SQLite under ./var."""
+
+    model_config = SettingsConfigDict(env_prefix="MARKET_", extra="ignore")
+
+    env: Environment = Environment.development
+    var_dir: Path = Path("var")
+    database_url: str | None = Field(
+        default=None, description="sqlite:///path or postgresql://user:pass@host/db; default SQLite under var_dir"
+    )
+    redis_url: str | None = Field(default=None, description="Redis for tasks, cache and throttles; in-process if unset")
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
+    jwt_private_key: SecretStr | None = Field(
+        default=None, description="PEM private key (EC P-256) signing access tokens; generated under var_dir if unset"
+    )
+    public_url: str = Field(default="", description="Public base URL, used as the OAuth issuer")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    access_token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
+    session_ttl_seconds: int = Field(default=12 * 3600, ge=300)
+    cookie_secure: bool | None = Field(default=None, description="Secure flag on cookies; on by default in production")
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout_seconds: int = Field(default=15 * 60, ge=1)
+    default_locale: str = "en"
+    run_periodic_in_process: bool = Field(
+        default=True, description="Without Redis, run periodic jobs inside the web process"
+    )
+
+    @model_validator(mode="after")
+    def _refuse_defaults_in_production(self) -> Settings:
+        if self.env is Environment.production:
+            problems = []
+            if self.secret_key.get_secret_value() == DEFAULT_SECRET_KEY or len(self.secret_key.get_secret_value()) < 32:
+                problems.append("MARKET_SECRET_KEY must be set to a random value of at least 32 characters")
+            if self.jwt_private_key is None:
+                problems.append("MARKET_JWT_PRIVATE_KEY must hold the PEM key that signs access tokens")
+            if not self.public_url.startswith("https://"):
+                problems.append("MARKET_PUBLIC_URL must be the https:// address of the platform")
+            if self.database_url is None or self.database_url.startswith("sqlite"):
+                problems.append("MARKET_DATABASE_URL must point at PostgreSQL")
+            if problems:
+                raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The configured database URL, or the embedded SQLite file."""
+        return self.database_url or f"sqlite:///{(self.var_dir / 'market.db').resolve()}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Whether cookies carry the Secure flag."""
+        return self.cookie_secure if self.cookie_secure is not None else self.env is Environment.production
+
+    @property
+    def issuer(self) -> str:
+        """OAuth issuer identifier (RFC 8414): the public URL without trailing slash."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, with explicit overrides (used by tests and commands)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

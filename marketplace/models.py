@@ -1,0 +1,11 @@
+"""Every table of every domain, imported in one place for migrations and test set-up."""
+
+from __future__ import annotations
+
+from sqlmodel import SQLModel
+
+from marketplace.core.identity import models as identity_models
+
+__all__ = ["SQLModel", "identity_models", "metadata"]
+
+metadata = SQLModel.metadata

@@ -1,0 +1,1 @@
+"""Pages for people: server-rendered Jinja templates in English and Chinese (zh-CN)."""

@@ -1,0 +1,97 @@
+"""Translations of pages: Babel catalogues (``translations/<locale>/LC_MESSAGES/messages.po``),
+loaded at start-up, chosen per request from the ``locale`` cookie or Accept-Language.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import gettext
+import io
+from pathlib import Path
+
+from babel import Locale, negotiate_locale
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+
+TRANSLATIONS_DIR = Path(__file__).parent / "translations"
+DEFAULT_LOCALE = "en"
+#: Locales offered in the switcher, with their own names.
+LOCALES: dict[str, str] = {"en": "English", "zh-CN": "简体中文"}
+LOCALE_COOKIE = "locale"
+
+_current: contextvars.ContextVar[str] = contextvars.ContextVar("locale", default=DEFAULT_LOCALE)
+_catalogues: dict[str, gettext.NullTranslations] = {}
+
+
+def _load(code: str) -> gettext.NullTranslations:
+    po_path = TRANSLATIONS_DIR / code.replace("-", "_") / "LC_MESSAGES" / "messages.po"
+    if not po_path.exists():
+        return gettext.NullTranslations()
+    with po_path.open("rb") as handle:
+        catalogue = read_po(handle, locale=code.replace("-", "_"))
+    buffer = io.BytesIO()
+    write_mo(buffer, catalogue)
+    buffer.seek(0)
+    return gettext.GNUTranslations(buffer)
+
+
+def load_catalogues() -> None:
+    """Compile every catalogue in memory (no generated files to keep in step)."""
+    for code in LOCALES:
+        _catalogues[code] = _load(code)
+
+
+def choose_locale(cookie: str | None, accept_language: str | None, default: str = DEFAULT_LOCALE) -> str:
+    """The remembered choice if valid, else the best match of Accept-Language, else the default."""
+    if cookie in LOCALES:
+        return cookie
+    if accept_language:
+        preferred = []
+        for part in accept_language.split(","):
+            tag, _, params = part.strip().partition(";")
+            quality = 1.0
+            if params.strip().startswith("q="):
+                try:
+                    quality = float(params.strip()[2:])
+                except ValueError:
+                    quality = 0.0
+            if tag:
+                preferred.append((quality, tag.strip()))
+        ordered = [tag for _q, tag in sorted(preferred, key=lambda item: -item[0])]
+        match = negotiate_locale(ordered, list(LOCALES), sep="-") or negotiate_locale(
+            [t.split("-")[0] for t in ordered], ["en", "zh"], sep="-"
+        )
+        if match == "zh":
+            return "zh-CN"
+        if match in LOCALES:
+            return match
+    return default if default in LOCALES else DEFAULT_LOCALE
+
+
+def set_locale(code: str) -> contextvars.Token[str]:
+    """Make ``code`` the locale of the current request."""
+    return _current.set(code)
+
+
+def current_locale() -> str:
+    """The locale of the current request."""
+    return _current.get()
+
+
+def gettext_(message: str) -> str:
+    """Translate ``message`` into the current locale."""
+    catalogue = _catalogues.get(_current.get())
+    return catalogue.gettext(message) if catalogue else message
+
+
+def ngettext_(singular: str, plural: str, n: int) -> str:
+    """Translate with plural forms."""
+    catalogue = _catalogues.get(_current.get())
+    if catalogue:
+        return catalogue.ngettext(singular, plural, n)
+    return singular if n == 1 else plural
+
+
+def babel_locale() -> Locale:
+    """The Babel locale of the current request, for dates and numbers."""
+    return Locale.parse(_current.get(), sep="-")

@@ -1,0 +1,298 @@
+"""Pages: sign-in, each party's home with its navigation, members and API clients, language switch.
+
+Controllers parse the form, call one identity service, and render or redirect.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_303_SEE_OTHER
+from litestar.types import ASGIApp, Receive, Scope, Send
+from pydantic import BaseModel, ValidationError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from marketplace.core.errors import DomainError
+from marketplace.core.http import SESSION_COOKIE
+from marketplace.core.identity import services
+from marketplace.core.identity.api import login_policy, session_cookie_response
+from marketplace.core.identity.schemas import CLIENT_SCOPES, ApiClientCreate, UserCreate
+from marketplace.core.principal import OrgKind, Principal, Role
+from marketplace.web import i18n
+from marketplace.web.i18n import gettext_ as _
+
+
+@dataclass(frozen=True)
+class NavItem:
+    """One entry of a party's navigation."""
+
+    label: str
+    href: str
+    key: str
+
+
+def _n(message: str) -> str:
+    """Mark a string for extraction; it is translated where it is shown."""
+    return message
+
+
+PARTY_TITLES = {
+    OrgKind.owner: _n("Data authority"),
+    OrgKind.operator: _n("Operator"),
+    OrgKind.buyer: _n("Enterprise buyer"),
+    OrgKind.regulator: _n("Regulator"),
+    OrgKind.auditor: _n("Third-party auditor"),
+}
+
+PARTY_MISSIONS = {
+    OrgKind.owner: _n(
+        "You own the governed public data: grade data resources, grant franchise licences, review listings and engage auditors."
+    ),
+    OrgKind.operator: _n(
+        "You operate data products under your franchise licence: build products and plans, qualify buyers, support subscribers."
+    ),
+    OrgKind.buyer: _n("You subscribe to data products for declared purposes and reach them from your programs through API clients."),
+    OrgKind.regulator: _n("You see every transaction, read-only, and can verify the ledger independently."),
+    OrgKind.auditor: _n("You audit operators inside the engagements granted to you, read-only, with verifiable evidence."),
+}
+
+
+def navigation(principal: Principal) -> list[NavItem]:
+    """The navigation of a party: only pages that exist and that the party may open."""
+    items = [NavItem(_n("Home"), "/", "home"), NavItem(_n("Organisation"), "/account/members", "members")]
+    if principal.org_kind is OrgKind.buyer:
+        items.append(NavItem(_n("API clients"), "/account/clients", "clients"))
+    items.append(NavItem(_n("API reference"), "/schema", "api"))
+    return items
+
+
+def _safe_next(target: str | None) -> str:
+    """Only local paths are followed after sign-in (no open redirect)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+class LocaleMiddleware:
+    """Chooses the page language for each request (cookie, then Accept-Language)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        cookie_header = headers.get(b"cookie", b"").decode("latin-1")
+        cookie = None
+        for part in cookie_header.split(";"):
+            name, _sep, value = part.strip().partition("=")
+            if name == i18n.LOCALE_COOKIE:
+                cookie = value
+        default = scope["litestar_app"].state.settings.default_locale
+        token = i18n.set_locale(i18n.choose_locale(cookie, headers.get(b"accept-language", b"").decode("latin-1"), default))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            i18n._current.reset(token)
+
+
+def page(request: Request[Any, Any, Any], template: str, status_code: int = 200, **context: Any) -> Template:
+    """Render a page with what every page needs: the caller, its navigation and the locales."""
+    principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
+    return Template(
+        template_name=template,
+        status_code=status_code,
+        context={
+            "me": principal,
+            "nav": navigation(principal) if principal else [],
+            "party_title": _(PARTY_TITLES[principal.org_kind]) if principal else "",
+            "path": request.url.path,
+            "locale": i18n.current_locale(),
+            "locales": i18n.LOCALES,
+            **context,
+        },
+    )
+
+
+def _login_redirect(request: Request[Any, Any, Any]) -> Redirect:
+    return Redirect(f"/login?next={quote(request.url.path)}", status_code=HTTP_303_SEE_OTHER)
+
+
+class LoginForm(BaseModel):
+    email: str = ""
+    password: str = ""
+    next: str = "/"
+
+
+class MemberForm(BaseModel):
+    email: str = ""
+    display_name: str = ""
+    role: str = Role.member.value
+    password: str = ""
+
+
+class ClientForm(BaseModel):
+    name: str = ""
+    scope: list[str] | str | None = None
+
+
+def _errors_of(exc: ValidationError) -> list[str]:
+    return [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+
+
+class PageController(Controller):
+    include_in_schema = False
+
+    @get("/", name="home")
+    async def home(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template:
+        principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
+        if principal is None:
+            return page(request, "landing.html")
+        members = await services.list_users(db_session, principal)
+        clients = await services.list_api_clients(db_session, principal) if principal.org_kind is OrgKind.buyer else []
+        return page(
+            request,
+            "home.html",
+            mission=_(PARTY_MISSIONS[principal.org_kind]),
+            member_count=len(members),
+            active_clients=sum(1 for c in clients if c.revoked_at is None),
+        )
+
+    @get("/login", name="login")
+    async def login_page(self, request: Request[Any, Any, Any], next: str = "/") -> Template | Redirect:
+        if request.scope.get("user") is not None:
+            return Redirect(_safe_next(next), status_code=HTTP_303_SEE_OTHER)
+        return page(request, "login.html", next=_safe_next(next), error=None, email="")
+
+    @post("/login", opt={"read_only_ok": True})
+    async def login(
+        self,
+        request: Request[Any, Any, Any],
+        data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+        db_session: AsyncSession,
+        state: State,
+    ) -> Response[Any]:
+        target = _safe_next(data.next)
+        try:
+            user = await services.authenticate(
+                db_session,
+                state.cache,
+                login_policy(state),
+                email=data.email,
+                password=data.password,
+                address=request.client.host if request.client else "unknown",
+            )
+        except DomainError as exc:
+            message = _("The e-mail or password is not right.") if exc.status == 401 else _(
+                "Too many failed sign-ins. Try again in {seconds} seconds."
+            ).format(seconds=exc.extra.get("retry_after", 60))
+            return page(request, "login.html", status_code=exc.status, next=target, error=message, email=data.email)
+        token = await services.start_session(db_session, user, ttl_seconds=state.settings.session_ttl_seconds)
+        response = session_cookie_response(None, token, state, status_code=HTTP_303_SEE_OTHER)
+        response.headers["Location"] = target
+        return response
+
+    @post("/logout", opt={"read_only_ok": True})
+    async def logout(self, request: Request[Any, Any, Any], db_session: AsyncSession, state: State) -> Response[Any]:
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            await services.end_session(db_session, token)
+        response = session_cookie_response(None, None, state, status_code=HTTP_303_SEE_OTHER)
+        response.headers["Location"] = "/login"
+        return response
+
+    @get("/lang/{code:str}")
+    async def switch_language(self, code: str, next: str = "/") -> Response[Any]:
+        response: Response[Any] = Redirect(_safe_next(next), status_code=HTTP_303_SEE_OTHER)
+        if code in i18n.LOCALES:
+            response.set_cookie(i18n.LOCALE_COOKIE, code, max_age=365 * 24 * 3600, path="/", samesite="lax", httponly=True)
+        return response
+
+    @get("/account/members")
+    async def members(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template | Redirect:
+        principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
+        if principal is None:
+            return _login_redirect(request)
+        org = await services.get_organisation(db_session, principal.org_id)
+        users = [u for u in await services.list_users(db_session, principal) if u.org_id == principal.org_id]
+        return page(request, "members.html", org=org, users=users, errors=[], form=MemberForm(), roles=list(Role))
+
+    @post("/account/members")
+    async def add_member(
+        self,
+        request: Request[Any, Any, Any],
+        data: Annotated[MemberForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+        db_session: AsyncSession,
+    ) -> Template | Redirect:
+        principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
+        if principal is None:
+            return _login_redirect(request)
+        errors: list[str] = []
+        try:
+            await services.create_member(
+                db_session, principal, UserCreate(email=data.email, display_name=data.display_name, role=Role(data.role), password=data.password)
+            )
+        except ValidationError as exc:
+            errors = _errors_of(exc)
+        except ValueError:
+            errors = [_("Choose a role.")]
+        except DomainError as exc:
+            errors = [exc.detail]
+        if not errors:
+            return Redirect("/account/members", status_code=HTTP_303_SEE_OTHER)
+        org = await services.get_organisation(db_session, principal.org_id)
+        users = [u for u in await services.list_users(db_session, principal) if u.org_id == principal.org_id]
+        return page(request, "members.html", status_code=400, org=org, users=users, errors=errors, form=data, roles=list(Role))
+
+    @get("/account/clients")
+    async def clients(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template | Redirect:
+        principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
+        if principal is None:
+            return _login_redirect(request)
+        if principal.org_kind is not OrgKind.buyer:
+            return page(request, "error.html", status_code=403, status=403, code="party_not_allowed", title=_("Not allowed"),
+                        detail=_("API clients belong to buyer organisations."))
+        clients = await services.list_api_clients(db_session, principal)
+        return page(request, "clients.html", clients=clients, scopes=CLIENT_SCOPES, created=None, secret=None, errors=[])
+
+    @post("/account/clients")
+    async def create_client(
+        self,
+        request: Request[Any, Any, Any],
+        data: Annotated[ClientForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+        db_session: AsyncSession,
+    ) -> Template | Redirect:
+        principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
+        if principal is None:
+            return _login_redirect(request)
+        scope = [data.scope] if isinstance(data.scope, str) else data.scope
+        created, secret, errors = None, None, []
+        try:
+            created, secret = await services.create_api_client(db_session, principal, ApiClientCreate(name=data.name, scope=scope or None))
+        except ValidationError as exc:
+            errors = _errors_of(exc)
+        except DomainError as exc:
+            errors = [exc.detail]
+        clients = await services.list_api_clients(db_session, principal)
+        return page(
+            request, "clients.html", status_code=400 if errors else 201, clients=clients, scopes=CLIENT_SCOPES,
+            created=created, secret=secret, errors=errors,
+        )
+
+    @post("/account/clients/{client_uuid:uuid}/revoke")
+    async def revoke_client(self, request: Request[Any, Any, Any], client_uuid: uuid.UUID, db_session: AsyncSession) -> Redirect:
+        principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
+        if principal is None:
+            return _login_redirect(request)
+        await services.revoke_api_client(db_session, principal, client_uuid)
+        return Redirect("/account/clients", status_code=HTTP_303_SEE_OTHER)
