@@ -119,9 +119,7 @@ def make_tempdir(prefix: str, stack: ExitStack) -> Path:
 def spawn(args: list[str], log: Path, stack: ExitStack, **kw: Any) -> Proc:
     """Start `args` in a new session logging to `log`; `stack` will stop it."""
     with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            args, stdout=out, stderr=out, start_new_session=True, **kw
-        )
+        proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True, **kw)
     stack.callback(terminate, proc, 5.0, signal.SIGTERM, True)
     return proc
 
@@ -243,9 +241,7 @@ def main(argv: list[str]) -> int:
             signum = int(exc.args[0])
             say(f"got signal {signum}: stopping the command and services")
             if child is not None:  # a terminal's Ctrl-C has already reached it
-                terminate(
-                    child, 5.0, None if signum == signal.SIGINT else signum, False
-                )
+                terminate(child, 5.0, None if signum == signal.SIGINT else signum, False)
             return 128 + signum
         except (RuntimeError, OSError) as exc:
             say(f"error: {exc}")

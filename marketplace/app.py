@@ -37,7 +37,7 @@ from marketplace.core.keys import load_signing_key
 from marketplace.core.settings import Settings, load_settings
 from marketplace.core.tasks import PERIODIC_JOBS, InProcessScheduler, configure_celery
 from marketplace.web import i18n
-from marketplace.web.pages import LocaleMiddleware, PageController
+from marketplace.web.pages import LocaleMiddleware, PageController, install_page_globals
 
 WEB_DIR = Path(__file__).parent / "web"
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def _jinja(engine: JinjaTemplateEngine) -> None:
     env: Environment = engine.engine
     env.add_extension("jinja2.ext.i18n")
     env.install_gettext_callables(i18n.gettext_, i18n.ngettext_, newstyle=True)  # type: ignore[attr-defined]
-    env.globals["current_locale"] = i18n.current_locale
+    install_page_globals(env)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -55,7 +55,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     signing_key = load_signing_key(settings)
-    token_server = TokenServer(signing_key=signing_key, issuer=settings.issuer, access_token_ttl=settings.access_token_ttl_seconds)
+    token_server = TokenServer(
+        signing_key=signing_key, issuer=settings.issuer, access_token_ttl=settings.access_token_ttl_seconds
+    )
     configure_celery(settings)
     i18n.load_catalogues()
 
@@ -88,7 +90,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         dependencies={"db_session": Provide(provide_db_session)},
         middleware=[
-            DefineMiddleware(CsrfProtection, config=csrf_config(settings.secret_key.get_secret_value(), secure=settings.secure_cookies)),
+            DefineMiddleware(
+                CsrfProtection, config=csrf_config(settings.secret_key.get_secret_value(), secure=settings.secure_cookies)
+            ),
             AuthenticationMiddleware,
             LocaleMiddleware,
         ],

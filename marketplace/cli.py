@@ -13,7 +13,7 @@ import click
 from marketplace.core.db import Database
 from marketplace.core.errors import DomainError
 from marketplace.core.principal import OrgKind, Role
-from marketplace.core.settings import Settings, load_settings
+from marketplace.core.settings import Environment, Settings, load_settings
 
 
 def _settings() -> Settings:
@@ -58,6 +58,8 @@ def demo(quiet: bool) -> None:
     from marketplace.demo import seed_demo, write_accounts
 
     settings = _settings()
+    if settings.env is Environment.production:
+        raise click.ClickException("the demo has published passwords and is refused in production")
     data = _run_in_session(settings, seed_demo)
     path = settings.var_dir / "demo-accounts.json"
     write_accounts(path, data)
@@ -84,7 +86,9 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
     # The app factory reads settings again in each worker: pass the chosen address on.
     os.environ["MARKET_HOST"], os.environ["MARKET_PORT"] = host, str(port)
     click.echo(f"serving on http://{host}:{port}/  (sign in at /login, API reference at /schema)")
-    uvicorn.run("marketplace.app:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True, log_level="info")
+    uvicorn.run(
+        "marketplace.app:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True, log_level="info"
+    )
 
 
 @main.command()
@@ -97,7 +101,15 @@ def worker(concurrency: int) -> None:
     if not settings.redis_url:
         raise click.ClickException("set MARKET_REDIS_URL: without Redis, tasks and periodic jobs run inside `marketplace serve`")
     app = configure_celery(settings)
-    app.worker_main(["worker", "--beat", "--loglevel=INFO", f"--concurrency={concurrency}", "--schedule=" + str(settings.var_dir / "celerybeat-schedule")])
+    app.worker_main(
+        [
+            "worker",
+            "--beat",
+            "--loglevel=INFO",
+            f"--concurrency={concurrency}",
+            "--schedule=" + str(settings.var_dir / "celerybeat-schedule"),
+        ]
+    )
 
 
 @main.command("create-user")

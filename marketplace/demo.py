@@ -32,22 +32,70 @@ class DemoOrg:
 
 
 DEMO_ORGS: tuple[DemoOrg, ...] = (
-    DemoOrg("authority", "Riverside Provincial Data Authority", "河畔省数据局", OrgKind.owner, "data-authority.demo-province.cn",
-            (("admin", "Lin Wei", Role.admin), ("reviewer", "Zhou Min", Role.member))),
-    DemoOrg("harbour", "Harbour Data Operations Co.", "港湾数据运营有限公司", OrgKind.operator, "harbour-data.demo-province.cn",
-            (("admin", "Chen Jie", Role.admin), ("products", "Wang Fang", Role.member))),
-    DemoOrg("summit", "Summit Analytics Ltd.", "峰顶数据分析有限公司", OrgKind.operator, "summit-analytics.demo-province.cn",
-            (("admin", "Liu Yang", Role.admin),)),
-    DemoOrg("eastgate", "Eastgate Credit Services", "东门征信服务公司", OrgKind.buyer, "eastgate-credit.demo-province.cn",
-            (("admin", "Zhang Li", Role.admin), ("dev", "Huang Lei", Role.member))),
-    DemoOrg("northwind", "Northwind Logistics", "北风物流", OrgKind.buyer, "northwind-logistics.demo-province.cn",
-            (("admin", "Zhao Qiang", Role.admin),)),
-    DemoOrg("lakeside", "Lakeside Health Research Institute", "湖畔健康研究院", OrgKind.buyer, "lakeside-health.demo-province.cn",
-            (("admin", "Sun Yue", Role.admin),)),
-    DemoOrg("supervision", "Provincial Data Supervision Office", "省数据监管办公室", OrgKind.regulator, "supervision.demo-province.cn",
-            (("inspector", "Ma Jun", Role.admin),)),
-    DemoOrg("clearview", "Clearview Assurance LLP", "明鉴会计师事务所", OrgKind.auditor, "clearview-assurance.demo-province.cn",
-            (("auditor", "Gao Ping", Role.admin),)),
+    DemoOrg(
+        "authority",
+        "Riverside Provincial Data Authority",
+        "河畔省数据局",
+        OrgKind.owner,
+        "data-authority.demo-province.cn",
+        (("admin", "Lin Wei", Role.admin), ("reviewer", "Zhou Min", Role.member)),
+    ),
+    DemoOrg(
+        "harbour",
+        "Harbour Data Operations Co.",
+        "港湾数据运营有限公司",
+        OrgKind.operator,
+        "harbour-data.demo-province.cn",
+        (("admin", "Chen Jie", Role.admin), ("products", "Wang Fang", Role.member)),
+    ),
+    DemoOrg(
+        "summit",
+        "Summit Analytics Ltd.",
+        "峰顶数据分析有限公司",
+        OrgKind.operator,
+        "summit-analytics.demo-province.cn",
+        (("admin", "Liu Yang", Role.admin),),
+    ),
+    DemoOrg(
+        "eastgate",
+        "Eastgate Credit Services",
+        "东门征信服务公司",
+        OrgKind.buyer,
+        "eastgate-credit.demo-province.cn",
+        (("admin", "Zhang Li", Role.admin), ("dev", "Huang Lei", Role.member)),
+    ),
+    DemoOrg(
+        "northwind",
+        "Northwind Logistics",
+        "北风物流",
+        OrgKind.buyer,
+        "northwind-logistics.demo-province.cn",
+        (("admin", "Zhao Qiang", Role.admin),),
+    ),
+    DemoOrg(
+        "lakeside",
+        "Lakeside Health Research Institute",
+        "湖畔健康研究院",
+        OrgKind.buyer,
+        "lakeside-health.demo-province.cn",
+        (("admin", "Sun Yue", Role.admin),),
+    ),
+    DemoOrg(
+        "supervision",
+        "Provincial Data Supervision Office",
+        "省数据监管办公室",
+        OrgKind.regulator,
+        "supervision.demo-province.cn",
+        (("inspector", "Ma Jun", Role.admin),),
+    ),
+    DemoOrg(
+        "clearview",
+        "Clearview Assurance LLP",
+        "明鉴会计师事务所",
+        OrgKind.auditor,
+        "clearview-assurance.demo-province.cn",
+        (("auditor", "Gao Ping", Role.admin),),
+    ),
 )
 
 
@@ -63,7 +111,7 @@ def _token(rng: random.Random, prefix: str, length: int) -> str:
 
 async def seed_demo(session: AsyncSession) -> dict[str, Any]:
     """Create whatever of the demo is missing; return the accounts and client credentials."""
-    rng = random.Random(SEED)
+    rng = random.Random(SEED)  # noqa: S311 - the demo is deliberately reproducible; refused in production
     accounts: list[dict[str, str]] = []
     clients: list[dict[str, str]] = []
     for demo in DEMO_ORGS:

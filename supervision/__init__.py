@@ -1,0 +1,1 @@
+"""Supervision: the verifiable ledger, proofs, engagements, alerts, findings and reports."""

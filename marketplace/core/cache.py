@@ -106,7 +106,7 @@ class RedisCache:
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.ping())
-        except Exception:  # noqa: BLE001 - any failure means "not answering"
+        except Exception:
             return False
 
     async def close(self) -> None:

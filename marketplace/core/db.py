@@ -28,14 +28,14 @@ def async_url(url: str) -> str:
     """The URL with the async driver of its database (aiosqlite or asyncpg)."""
     backend, parsed = _base_url(url)
     driver = "aiosqlite" if backend == "sqlite" else "asyncpg"
-    return parsed.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False)
+    return str(parsed.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False))
 
 
 def sync_url(url: str) -> str:
     """The URL with the sync driver of its database (sqlite3 or psycopg)."""
     backend, parsed = _base_url(url)
     driver = "pysqlite" if backend == "sqlite" else "psycopg"
-    return parsed.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False)
+    return str(parsed.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False))
 
 
 def is_sqlite(url: str) -> bool:

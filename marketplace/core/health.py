@@ -18,7 +18,7 @@ async def health_report(state: State) -> tuple[bool, dict[str, Any]]:
         async with state.db.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
         database = {"ok": True, "backend": state.db.engine.dialect.name}
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
+    except Exception as exc:
         database = {"ok": False, "backend": state.db.engine.dialect.name, "error": exc.__class__.__name__}
     cache = {"ok": await state.cache.ping(), "backend": "redis" if state.settings.redis_url else "in-process"}
     tasks = await anyio.to_thread.run_sync(worker_state, state.settings)

@@ -14,6 +14,7 @@ from litestar import Request, Response
 from litestar.config.csrf import CSRFConfig
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, PermissionDeniedException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.csrf import CSRFMiddleware
@@ -38,7 +39,7 @@ API_PREFIXES = ("/api/", "/oauth/", "/data/", "/.well-known/", "/health", "/sche
 CSRF_EXEMPT = ["^/oauth/", "^/api/billing/webhooks/"]
 
 _STATUS_CODES = {
-    400: "bad_request",
+    400: "invalid_input",
     401: "not_authenticated",
     403: "forbidden",
     404: "not_found",
@@ -71,7 +72,9 @@ def problem(status: int, code: str, detail: str, *, headers: dict[str, str] | No
     return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _error_page(request: Request[Any, Any, Any], status: int, code: str, detail: str, headers: dict[str, str] | None) -> Response[Any]:
+def _error_page(
+    request: Request[Any, Any, Any], status: int, code: str, detail: str, headers: dict[str, str] | None
+) -> Response[Any]:
     return Template(
         template_name="error.html",
         context={"status": status, "code": code, "detail": detail, "title": HTTPStatus(status).phrase},
@@ -80,7 +83,9 @@ def _error_page(request: Request[Any, Any, Any], status: int, code: str, detail:
     )  # type: ignore[return-value]
 
 
-def _answer(request: Request[Any, Any, Any], status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> Response[Any]:
+def _answer(
+    request: Request[Any, Any, Any], status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response[Any]:
     if is_api_path(request.url.path) or "text/html" not in request.headers.get("accept", ""):
         return problem(status, code, detail, headers=headers, **extra)
     return _error_page(request, status, code, detail, headers)
@@ -133,7 +138,7 @@ class CsrfProtection:
         self.csrf = CSRFMiddleware(app, config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and any(
+        if scope["type"] == ScopeType.HTTP and any(
             name == b"authorization" and value[:7].lower() == b"bearer " for name, value in scope["headers"]
         ):
             await self.app(scope, receive, send)
@@ -161,7 +166,7 @@ class AuthenticationMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] not in (ScopeType.HTTP, ScopeType.WEBSOCKET):
             await self.app(scope, receive, send)
             return
         state: State = scope["litestar_app"].state
@@ -198,7 +203,8 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
 
 def provide_principal(request: Request[Any, Any, Any]) -> Principal | None:
     """The caller, or None when anonymous."""
-    return request.scope.get("user")  # type: ignore[return-value]
+    principal: Principal | None = request.scope.get("user")
+    return principal
 
 
 def caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:

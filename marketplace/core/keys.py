@@ -13,7 +13,7 @@ from joserfc.jwk import ECKey
 
 from marketplace.core.settings import Settings
 
-TOKEN_ALGORITHM = "ES256"
+TOKEN_ALGORITHM = "ES256"  # noqa: S105 - an algorithm name, not a secret
 
 
 @dataclass(frozen=True)

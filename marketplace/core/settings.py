@@ -47,9 +47,7 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     login_lockout_seconds: int = Field(default=15 * 60, ge=1)
     default_locale: str = "en"
-    run_periodic_in_process: bool = Field(
-        default=True, description="Without Redis, run periodic jobs inside the web process"
-    )
+    run_periodic_in_process: bool = Field(default=True, description="Without Redis, run periodic jobs inside the web process")
 
     @model_validator(mode="after")
     def _refuse_defaults_in_production(self) -> Settings:

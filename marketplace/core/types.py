@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime
+from enum import StrEnum
+
+from sqlalchemy import Column, DateTime
+from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -31,6 +34,16 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        moment: datetime = value
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+
+
+def enum_column(enum_cls: type[StrEnum], *, index: bool = False, nullable: bool = False) -> Column[Any]:
+    """A column storing a StrEnum by its value (VARCHAR, no database enum type) and reading it back as the enum."""
+    return Column(
+        SAEnum(enum_cls, native_enum=False, length=32, values_callable=lambda members: [m.value for m in members]),
+        index=index,
+        nullable=nullable,
+    )

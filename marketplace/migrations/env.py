@@ -8,7 +8,7 @@ from marketplace.core.db import create_sync_engine, is_sqlite
 from marketplace.models import metadata
 
 config = context.config
-url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
+url: str = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url") or ""
 if not url:
     from marketplace.core.settings import load_settings
 

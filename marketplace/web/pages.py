@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.enums import RequestEncodingType
+from litestar.enums import RequestEncodingType, ScopeType
 from litestar.params import Body
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
@@ -59,7 +59,9 @@ PARTY_MISSIONS = {
     OrgKind.operator: _n(
         "You operate data products under your franchise licence: build products and plans, qualify buyers, support subscribers."
     ),
-    OrgKind.buyer: _n("You subscribe to data products for declared purposes and reach them from your programs through API clients."),
+    OrgKind.buyer: _n(
+        "You subscribe to data products for declared purposes and reach them from your programs through API clients."
+    ),
     OrgKind.regulator: _n("You see every transaction, read-only, and can verify the ledger independently."),
     OrgKind.auditor: _n("You audit operators inside the engagements granted to you, read-only, with verifiable evidence."),
 }
@@ -72,6 +74,18 @@ def navigation(principal: Principal) -> list[NavItem]:
         items.append(NavItem(_n("API clients"), "/account/clients", "clients"))
     items.append(NavItem(_n("API reference"), "/schema", "api"))
     return items
+
+
+def party_title(principal: Principal | None) -> str:
+    """The translated name of the caller's party."""
+    return _(PARTY_TITLES[principal.org_kind]) if principal else ""
+
+
+def install_page_globals(env: Any) -> None:
+    """What every page (error pages included) can use without a controller passing it."""
+    env.globals.update(
+        navigation=navigation, party_title=party_title, locales=i18n.LOCALES, current_locale=i18n.current_locale
+    )
 
 
 def _safe_next(target: str | None) -> str:
@@ -88,7 +102,7 @@ class LocaleMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -107,21 +121,8 @@ class LocaleMiddleware:
 
 
 def page(request: Request[Any, Any, Any], template: str, status_code: int = 200, **context: Any) -> Template:
-    """Render a page with what every page needs: the caller, its navigation and the locales."""
-    principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
-    return Template(
-        template_name=template,
-        status_code=status_code,
-        context={
-            "me": principal,
-            "nav": navigation(principal) if principal else [],
-            "party_title": _(PARTY_TITLES[principal.org_kind]) if principal else "",
-            "path": request.url.path,
-            "locale": i18n.current_locale(),
-            "locales": i18n.LOCALES,
-            **context,
-        },
-    )
+    """Render a page; the caller, navigation and locales come from the template globals."""
+    return Template(template_name=template, status_code=status_code, context={"me": request.scope.get("user"), **context})
 
 
 def _login_redirect(request: Request[Any, Any, Any]) -> Redirect:
@@ -193,9 +194,13 @@ class PageController(Controller):
                 address=request.client.host if request.client else "unknown",
             )
         except DomainError as exc:
-            message = _("The e-mail or password is not right.") if exc.status == 401 else _(
-                "Too many failed sign-ins. Try again in {seconds} seconds."
-            ).format(seconds=exc.extra.get("retry_after", 60))
+            message = (
+                _("The e-mail or password is not right.")
+                if exc.status == 401
+                else _("Too many failed sign-ins. Try again in {seconds} seconds.").format(
+                    seconds=exc.extra.get("retry_after", 60)
+                )
+            )
             return page(request, "login.html", status_code=exc.status, next=target, error=message, email=data.email)
         token = await services.start_session(db_session, user, ttl_seconds=state.settings.session_ttl_seconds)
         response = session_cookie_response(None, token, state, status_code=HTTP_303_SEE_OTHER)
@@ -240,7 +245,9 @@ class PageController(Controller):
         errors: list[str] = []
         try:
             await services.create_member(
-                db_session, principal, UserCreate(email=data.email, display_name=data.display_name, role=Role(data.role), password=data.password)
+                db_session,
+                principal,
+                UserCreate(email=data.email, display_name=data.display_name, role=Role(data.role), password=data.password),
             )
         except ValidationError as exc:
             errors = _errors_of(exc)
@@ -260,8 +267,15 @@ class PageController(Controller):
         if principal is None:
             return _login_redirect(request)
         if principal.org_kind is not OrgKind.buyer:
-            return page(request, "error.html", status_code=403, status=403, code="party_not_allowed", title=_("Not allowed"),
-                        detail=_("API clients belong to buyer organisations."))
+            return page(
+                request,
+                "error.html",
+                status_code=403,
+                status=403,
+                code="party_not_allowed",
+                title=_("Not allowed"),
+                detail=_("API clients belong to buyer organisations."),
+            )
         clients = await services.list_api_clients(db_session, principal)
         return page(request, "clients.html", clients=clients, scopes=CLIENT_SCOPES, created=None, secret=None, errors=[])
 
@@ -278,15 +292,23 @@ class PageController(Controller):
         scope = [data.scope] if isinstance(data.scope, str) else data.scope
         created, secret, errors = None, None, []
         try:
-            created, secret = await services.create_api_client(db_session, principal, ApiClientCreate(name=data.name, scope=scope or None))
+            created, secret = await services.create_api_client(
+                db_session, principal, ApiClientCreate(name=data.name, scope=scope or None)
+            )
         except ValidationError as exc:
             errors = _errors_of(exc)
         except DomainError as exc:
             errors = [exc.detail]
         clients = await services.list_api_clients(db_session, principal)
         return page(
-            request, "clients.html", status_code=400 if errors else 201, clients=clients, scopes=CLIENT_SCOPES,
-            created=created, secret=secret, errors=errors,
+            request,
+            "clients.html",
+            status_code=400 if errors else 201,
+            clients=clients,
+            scopes=CLIENT_SCOPES,
+            created=created,
+            secret=secret,
+            errors=errors,
         )
 
     @post("/account/clients/{client_uuid:uuid}/revoke")

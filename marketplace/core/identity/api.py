@@ -16,8 +16,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.core.errors import InvalidInput
 from marketplace.core.http import (
-    SESSION_COOKIE,
     PROBLEM_JSON,
+    SESSION_COOKIE,
     _requires_party,
     caller,
     requires_authenticated,
@@ -98,7 +98,9 @@ class AuthController(Controller):
         return CsrfToken(csrf_token=_csrf(request) or "")
 
     @post("/auth/login", summary="Sign in", opt={"read_only_ok": True}, status_code=HTTP_200_OK)
-    async def login(self, request: Request[Any, Any, Any], data: LoginRequest, db_session: AsyncSession, state: State) -> Response[Me]:
+    async def login(
+        self, request: Request[Any, Any, Any], data: LoginRequest, db_session: AsyncSession, state: State
+    ) -> Response[Me]:
         user = await services.authenticate(
             db_session,
             state.cache,
@@ -167,13 +169,23 @@ class ApiClientController(Controller):
         items = [ApiClientPublic.model_validate(c, from_attributes=True) for c in clients]
         return Page(items=items, total=len(items))
 
-    @post("/", summary="Create an API client", description="The secret is shown in this answer only.", guards=[requires_buyer], status_code=HTTP_201_CREATED)
-    async def create_client(self, request: Request[Any, Any, Any], data: ApiClientCreate, db_session: AsyncSession) -> ApiClientCreated:
+    @post(
+        "/",
+        summary="Create an API client",
+        description="The secret is shown in this answer only.",
+        guards=[requires_buyer],
+        status_code=HTTP_201_CREATED,
+    )
+    async def create_client(
+        self, request: Request[Any, Any, Any], data: ApiClientCreate, db_session: AsyncSession
+    ) -> ApiClientCreated:
         client, secret = await services.create_api_client(db_session, caller(request), data)
         return ApiClientCreated(**ApiClientPublic.model_validate(client, from_attributes=True).model_dump(), client_secret=secret)
 
     @post("/{client_uuid:uuid}/revoke", summary="Revoke an API client", guards=[requires_buyer], status_code=HTTP_200_OK)
-    async def revoke_client(self, request: Request[Any, Any, Any], client_uuid: uuid.UUID, db_session: AsyncSession) -> ApiClientPublic:
+    async def revoke_client(
+        self, request: Request[Any, Any, Any], client_uuid: uuid.UUID, db_session: AsyncSession
+    ) -> ApiClientPublic:
         client = await services.revoke_api_client(db_session, caller(request), client_uuid)
         return ApiClientPublic.model_validate(client, from_attributes=True)
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Column, String
 from sqlmodel import Field, SQLModel
 
 from marketplace.core.principal import OrgKind, Role
-from marketplace.core.types import UTCDateTime, utcnow
+from marketplace.core.types import UTCDateTime, enum_column, utcnow
 
 
 class OrganisationBase(SQLModel):
@@ -17,7 +16,7 @@ class OrganisationBase(SQLModel):
 
     name: str = Field(min_length=2, max_length=200)
     name_zh: str | None = Field(default=None, max_length=200)
-    kind: OrgKind = Field(sa_column=Column(String(16), nullable=False, index=True))
+    kind: OrgKind = Field(sa_column=enum_column(OrgKind, index=True))
 
 
 class Organisation(OrganisationBase, table=True):
@@ -33,7 +32,7 @@ class UserBase(SQLModel):
 
     email: str = Field(max_length=254)
     display_name: str = Field(min_length=1, max_length=200)
-    role: Role = Field(default=Role.member, sa_column=Column(String(16), nullable=False))
+    role: Role = Field(default=Role.member, sa_column=enum_column(Role))
 
 
 class User(UserBase, table=True):

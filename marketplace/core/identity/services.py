@@ -224,7 +224,9 @@ async def create_api_client(session: AsyncSession, principal: Principal, data: A
         raise Forbidden("Only people of a buyer organisation can create API clients.", code="buyer_required")
     active = (
         await session.exec(
-            select(func.count()).select_from(ApiClient).where(ApiClient.org_id == principal.org_id, col(ApiClient.revoked_at).is_(None))
+            select(func.count())
+            .select_from(ApiClient)
+            .where(ApiClient.org_id == principal.org_id, col(ApiClient.revoked_at).is_(None))
         )
     ).one()
     if active >= 50:

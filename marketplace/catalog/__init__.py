@@ -1,0 +1,1 @@
+"""Products, plans and catalog search (operators write, anyone reads listed products)."""

@@ -1,0 +1,1 @@
+"""Data delivery through API, file export and sandbox queries, with metering."""

@@ -1,0 +1,1 @@
+"""Buyer qualification, subscriptions and entitlements."""

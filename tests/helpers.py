@@ -1,0 +1,38 @@
+"""Small helpers shared by tests: signing in through the real endpoints, reading problems."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.testing import TestClient
+
+from marketplace.core.http import CSRF_HEADER, SESSION_COOKIE
+
+
+def csrf(client: TestClient[Any]) -> str:
+    """Fetch a CSRF token (the cookie is kept by the client)."""
+    response = client.get("/api/auth/csrf")
+    assert response.status_code == 200
+    return str(response.json()["csrf_token"])
+
+
+def login(client: TestClient[Any], email: str, password: str) -> Any:
+    """Sign in through POST /api/auth/login with a CSRF token."""
+    return client.post("/api/auth/login", json={"email": email, "password": password}, headers={CSRF_HEADER: csrf(client)})
+
+
+def use_session(client: TestClient[Any], token: str) -> dict[str, str]:
+    """Act as the session's user; returns headers carrying the CSRF token for writes."""
+    client.cookies.set(SESSION_COOKIE, token)
+    return {CSRF_HEADER: csrf(client)}
+
+
+def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The answer is an RFC 9457 problem with this status and code."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers["content-type"]
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["code"] == code, body
+    assert body["title"] and body["detail"]
+    return body
