@@ -40,7 +40,9 @@ def make_org(engine: Engine, kind: OrgKind, name: str | None = None) -> Organisa
     return org
 
 
-def make_user(engine: Engine, org: Organisation, role: Role = Role.admin, *, password: str = PASSWORD, active: bool = True) -> User:
+def make_user(
+    engine: Engine, org: Organisation, role: Role = Role.admin, *, password: str = PASSWORD, active: bool = True
+) -> User:
     """A new user of ``org`` who signs in with ``password``."""
     n = next(_counter)
     user = User(

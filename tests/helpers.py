@@ -34,5 +34,6 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert body["status"] == status
     assert body["code"] == code, body
-    assert body["title"] and body["detail"]
+    assert body["title"]
+    assert body["detail"]
     return body

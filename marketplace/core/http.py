@@ -8,12 +8,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeAlias
 
 from litestar import Request, Response
 from litestar.config.csrf import CSRFConfig
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, PermissionDeniedException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
@@ -27,6 +28,9 @@ from marketplace.core.identity import services as identity
 from marketplace.core.principal import OrgKind, Principal
 
 log = logging.getLogger(__name__)
+
+#: The request's database session, provided as the ``db_session`` dependency.
+DbSession: TypeAlias = NamedDependency[AsyncSession]
 
 PROBLEM_JSON = "application/problem+json"
 SESSION_COOKIE = "market_session"

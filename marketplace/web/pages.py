@@ -13,15 +13,14 @@ from urllib.parse import quote
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.enums import RequestEncodingType, ScopeType
-from litestar.params import Body
+from litestar.params import Body, FromPath, FromQuery
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 from litestar.types import ASGIApp, Receive, Scope, Send
 from pydantic import BaseModel, ValidationError
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.core.errors import DomainError
-from marketplace.core.http import SESSION_COOKIE
+from marketplace.core.http import SESSION_COOKIE, DbSession
 from marketplace.core.identity import services
 from marketplace.core.identity.api import login_policy, session_cookie_response
 from marketplace.core.identity.schemas import CLIENT_SCOPES, ApiClientCreate, UserCreate
@@ -83,9 +82,7 @@ def party_title(principal: Principal | None) -> str:
 
 def install_page_globals(env: Any) -> None:
     """What every page (error pages included) can use without a controller passing it."""
-    env.globals.update(
-        navigation=navigation, party_title=party_title, locales=i18n.LOCALES, current_locale=i18n.current_locale
-    )
+    env.globals.update(navigation=navigation, party_title=party_title, locales=i18n.LOCALES, current_locale=i18n.current_locale)
 
 
 def _safe_next(target: str | None) -> str:
@@ -132,7 +129,7 @@ def _login_redirect(request: Request[Any, Any, Any]) -> Redirect:
 class LoginForm(BaseModel):
     email: str = ""
     password: str = ""
-    next: str = "/"
+    next: FromQuery[str] = "/"
 
 
 class MemberForm(BaseModel):
@@ -155,7 +152,7 @@ class PageController(Controller):
     include_in_schema = False
 
     @get("/", name="home")
-    async def home(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template:
+    async def home(self, request: Request[Any, Any, Any], db_session: DbSession) -> Template:
         principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
         if principal is None:
             return page(request, "landing.html")
@@ -170,7 +167,7 @@ class PageController(Controller):
         )
 
     @get("/login", name="login")
-    async def login_page(self, request: Request[Any, Any, Any], next: str = "/") -> Template | Redirect:
+    async def login_page(self, request: Request[Any, Any, Any], next: FromQuery[str] = "/") -> Template | Redirect:
         if request.scope.get("user") is not None:
             return Redirect(_safe_next(next), status_code=HTTP_303_SEE_OTHER)
         return page(request, "login.html", next=_safe_next(next), error=None, email="")
@@ -180,7 +177,7 @@ class PageController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
-        db_session: AsyncSession,
+        db_session: DbSession,
         state: State,
     ) -> Response[Any]:
         target = _safe_next(data.next)
@@ -208,7 +205,7 @@ class PageController(Controller):
         return response
 
     @post("/logout", opt={"read_only_ok": True})
-    async def logout(self, request: Request[Any, Any, Any], db_session: AsyncSession, state: State) -> Response[Any]:
+    async def logout(self, request: Request[Any, Any, Any], db_session: DbSession, state: State) -> Response[Any]:
         token = request.cookies.get(SESSION_COOKIE)
         if token:
             await services.end_session(db_session, token)
@@ -217,14 +214,14 @@ class PageController(Controller):
         return response
 
     @get("/lang/{code:str}")
-    async def switch_language(self, code: str, next: str = "/") -> Response[Any]:
+    async def switch_language(self, code: FromPath[str], next: FromQuery[str] = "/") -> Response[Any]:
         response: Response[Any] = Redirect(_safe_next(next), status_code=HTTP_303_SEE_OTHER)
         if code in i18n.LOCALES:
             response.set_cookie(i18n.LOCALE_COOKIE, code, max_age=365 * 24 * 3600, path="/", samesite="lax", httponly=True)
         return response
 
     @get("/account/members")
-    async def members(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template | Redirect:
+    async def members(self, request: Request[Any, Any, Any], db_session: DbSession) -> Template | Redirect:
         principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
         if principal is None:
             return _login_redirect(request)
@@ -237,7 +234,7 @@ class PageController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: Annotated[MemberForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
-        db_session: AsyncSession,
+        db_session: DbSession,
     ) -> Template | Redirect:
         principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
         if principal is None:
@@ -262,7 +259,7 @@ class PageController(Controller):
         return page(request, "members.html", status_code=400, org=org, users=users, errors=errors, form=data, roles=list(Role))
 
     @get("/account/clients")
-    async def clients(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template | Redirect:
+    async def clients(self, request: Request[Any, Any, Any], db_session: DbSession) -> Template | Redirect:
         principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
         if principal is None:
             return _login_redirect(request)
@@ -284,7 +281,7 @@ class PageController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: Annotated[ClientForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
-        db_session: AsyncSession,
+        db_session: DbSession,
     ) -> Template | Redirect:
         principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
         if principal is None:
@@ -312,7 +309,9 @@ class PageController(Controller):
         )
 
     @post("/account/clients/{client_uuid:uuid}/revoke")
-    async def revoke_client(self, request: Request[Any, Any, Any], client_uuid: uuid.UUID, db_session: AsyncSession) -> Redirect:
+    async def revoke_client(
+        self, request: Request[Any, Any, Any], client_uuid: FromPath[uuid.UUID], db_session: DbSession
+    ) -> Redirect:
         principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
         if principal is None:
             return _login_redirect(request)

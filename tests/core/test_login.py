@@ -172,7 +172,9 @@ def test_form_login_with_csrf_field_redirects_home(client: TestClient, engine: E
     user = make_user(engine, make_org(engine, OrgKind.regulator))
     token = csrf(client)
     response = client.post(
-        "/login", data={"email": user.email, "password": PASSWORD, "_csrf_token": token, "next": "/account/members"}, follow_redirects=False
+        "/login",
+        data={"email": user.email, "password": PASSWORD, "_csrf_token": token, "next": "/account/members"},
+        follow_redirects=False,
     )
     assert response.status_code == 303
     assert response.headers["location"] == "/account/members"
@@ -183,7 +185,9 @@ def test_form_login_never_redirects_off_site(client: TestClient, engine: Engine)
     user = make_user(engine, make_org(engine, OrgKind.buyer))
     token = csrf(client)
     response = client.post(
-        "/login", data={"email": user.email, "password": PASSWORD, "_csrf_token": token, "next": "//evil.example.com/"}, follow_redirects=False
+        "/login",
+        data={"email": user.email, "password": PASSWORD, "_csrf_token": token, "next": "//evil.example.com/"},
+        follow_redirects=False,
     )
     assert response.status_code == 303
     assert response.headers["location"] == "/"
@@ -192,5 +196,9 @@ def test_form_login_never_redirects_off_site(client: TestClient, engine: Engine)
 def test_malformed_login_body_is_a_400_problem(client: TestClient) -> None:
     headers = {CSRF_HEADER: csrf(client)}
     assert_problem(client.post("/api/auth/login", json={"email": "a@b.cn"}, headers=headers), 400, "invalid_input")
-    assert_problem(client.post("/api/auth/login", content=b"{not json", headers={**headers, "content-type": "application/json"}), 400, "invalid_input")
+    assert_problem(
+        client.post("/api/auth/login", content=b"{not json", headers={**headers, "content-type": "application/json"}),
+        400,
+        "invalid_input",
+    )
     assert_problem(client.post("/api/auth/login", json=[1, 2], headers=headers), 400, "invalid_input")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, JSONBody, FromPath, FromQuery
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from litestar.utils.scope.state import ScopeState
 from pydantic import BaseModel
@@ -18,6 +18,7 @@ from marketplace.core.errors import InvalidInput
 from marketplace.core.http import (
     PROBLEM_JSON,
     SESSION_COOKIE,
+    DbSession,
     _requires_party,
     caller,
     requires_authenticated,
@@ -99,7 +100,7 @@ class AuthController(Controller):
 
     @post("/auth/login", summary="Sign in", opt={"read_only_ok": True}, status_code=HTTP_200_OK)
     async def login(
-        self, request: Request[Any, Any, Any], data: LoginRequest, db_session: AsyncSession, state: State
+        self, request: Request[Any, Any, Any], data: JSONBody[LoginRequest], db_session: DbSession, state: State
     ) -> Response[Me]:
         user = await services.authenticate(
             db_session,
@@ -116,7 +117,7 @@ class AuthController(Controller):
         return session_cookie_response(me, token, state)
 
     @post("/auth/logout", summary="Sign out", opt={"read_only_ok": True}, status_code=HTTP_204_NO_CONTENT)
-    async def logout(self, request: Request[Any, Any, Any], db_session: AsyncSession, state: State) -> Response[None]:
+    async def logout(self, request: Request[Any, Any, Any], db_session: DbSession, state: State) -> Response[None]:
         token = request.cookies.get(SESSION_COOKIE)
         if token:
             await services.end_session(db_session, token)
@@ -129,7 +130,7 @@ class AuthController(Controller):
         guards=[requires_authenticated, requires_scope("profile")],
         opt={"accepts_token": True},
     )
-    async def me(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Me:
+    async def me(self, request: Request[Any, Any, Any], db_session: DbSession) -> Me:
         return await describe(db_session, caller(request), _csrf(request))
 
 
@@ -140,20 +141,20 @@ class OrganisationController(Controller):
 
     @get("/orgs", summary="Organisations you may see")
     async def list_orgs(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, kind: OrgKind | None = None
+        self, request: Request[Any, Any, Any], db_session: DbSession, kind: FromQuery[OrgKind | None] = None
     ) -> Page[OrganisationPublic]:
         orgs = await services.list_organisations(db_session, caller(request), kind=kind)
         items = [OrganisationPublic.model_validate(o, from_attributes=True) for o in orgs]
         return Page(items=items, total=len(items))
 
     @get("/users", summary="Members of your organisation")
-    async def list_users(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Page[UserPublic]:
+    async def list_users(self, request: Request[Any, Any, Any], db_session: DbSession) -> Page[UserPublic]:
         users = await services.list_users(db_session, caller(request))
         items = [UserPublic.model_validate(u, from_attributes=True) for u in users]
         return Page(items=items, total=len(items))
 
     @post("/users", summary="Add a member to your organisation", guards=[requires_org_admin], status_code=HTTP_201_CREATED)
-    async def add_member(self, request: Request[Any, Any, Any], data: UserCreate, db_session: AsyncSession) -> UserPublic:
+    async def add_member(self, request: Request[Any, Any, Any], data: JSONBody[UserCreate], db_session: DbSession) -> UserPublic:
         user = await services.create_member(db_session, caller(request), data)
         return UserPublic.model_validate(user, from_attributes=True)
 
@@ -164,7 +165,7 @@ class ApiClientController(Controller):
     guards = [requires_person]
 
     @get("/", summary="Your organisation's API clients", guards=[_requires_party(OrgKind.buyer, OrgKind.regulator)])
-    async def list_clients(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Page[ApiClientPublic]:
+    async def list_clients(self, request: Request[Any, Any, Any], db_session: DbSession) -> Page[ApiClientPublic]:
         clients = await services.list_api_clients(db_session, caller(request))
         items = [ApiClientPublic.model_validate(c, from_attributes=True) for c in clients]
         return Page(items=items, total=len(items))
@@ -177,14 +178,14 @@ class ApiClientController(Controller):
         status_code=HTTP_201_CREATED,
     )
     async def create_client(
-        self, request: Request[Any, Any, Any], data: ApiClientCreate, db_session: AsyncSession
+        self, request: Request[Any, Any, Any], data: JSONBody[ApiClientCreate], db_session: DbSession
     ) -> ApiClientCreated:
         client, secret = await services.create_api_client(db_session, caller(request), data)
         return ApiClientCreated(**ApiClientPublic.model_validate(client, from_attributes=True).model_dump(), client_secret=secret)
 
     @post("/{client_uuid:uuid}/revoke", summary="Revoke an API client", guards=[requires_buyer], status_code=HTTP_200_OK)
     async def revoke_client(
-        self, request: Request[Any, Any, Any], client_uuid: uuid.UUID, db_session: AsyncSession
+        self, request: Request[Any, Any, Any], client_uuid: FromPath[uuid.UUID], db_session: DbSession
     ) -> ApiClientPublic:
         client = await services.revoke_api_client(db_session, caller(request), client_uuid)
         return ApiClientPublic.model_validate(client, from_attributes=True)
@@ -251,7 +252,7 @@ class OAuthController(Controller):
     async def token(
         self,
         request: Request[Any, Any, Any],
-        db_session: AsyncSession,
+        db_session: DbSession,
         state: State,
         data: Annotated[OAuthTokenRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Response[TokenResponse]:
@@ -265,7 +266,7 @@ class OAuthController(Controller):
     async def revoke(
         self,
         request: Request[Any, Any, Any],
-        db_session: AsyncSession,
+        db_session: DbSession,
         state: State,
         data: Annotated[OAuthRevokeRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Response[dict[str, Any]]:
