@@ -260,7 +260,7 @@ def requires_scope(scope_name: str) -> Callable[[ASGIConnection[Any, Any, Any, A
     return requires_token_scope
 
 
-def _requires_party(*kinds: OrgKind) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+def requires_party(*kinds: OrgKind) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
     allowed = frozenset(kinds)
     names = " or ".join(k.value for k in kinds)
 
@@ -271,10 +271,10 @@ def _requires_party(*kinds: OrgKind) -> Callable[[ASGIConnection[Any, Any, Any, 
     return guard
 
 
-requires_owner = _requires_party(OrgKind.owner)
-requires_operator = _requires_party(OrgKind.operator)
-requires_buyer = _requires_party(OrgKind.buyer)
-requires_supervisor = _requires_party(OrgKind.owner, OrgKind.regulator, OrgKind.auditor)
+requires_owner = requires_party(OrgKind.owner)
+requires_operator = requires_party(OrgKind.operator)
+requires_buyer = requires_party(OrgKind.buyer)
+requires_supervisor = requires_party(OrgKind.owner, OrgKind.regulator, OrgKind.auditor)
 
 
 def requires_org_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

@@ -126,6 +126,18 @@ def _login_redirect(request: Request[Any, Any, Any]) -> Redirect:
     return Redirect(f"/login?next={quote(request.url.path)}", status_code=HTTP_303_SEE_OTHER)
 
 
+def _not_a_buyer(request: Request[Any, Any, Any]) -> Template:
+    return page(
+        request,
+        "error.html",
+        status_code=403,
+        status=403,
+        code="party_not_allowed",
+        title="Forbidden",
+        detail=_("API clients belong to buyer organisations."),
+    )
+
+
 class LoginForm(BaseModel):
     email: str = ""
     password: str = ""
@@ -264,15 +276,7 @@ class PageController(Controller):
         if principal is None:
             return _login_redirect(request)
         if principal.org_kind is not OrgKind.buyer:
-            return page(
-                request,
-                "error.html",
-                status_code=403,
-                status=403,
-                code="party_not_allowed",
-                title=_("Not allowed"),
-                detail=_("API clients belong to buyer organisations."),
-            )
+            return _not_a_buyer(request)
         clients = await services.list_api_clients(db_session, principal)
         return page(request, "clients.html", clients=clients, scopes=CLIENT_SCOPES, created=None, secret=None, errors=[])
 
@@ -286,6 +290,8 @@ class PageController(Controller):
         principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
         if principal is None:
             return _login_redirect(request)
+        if principal.org_kind is not OrgKind.buyer:
+            return _not_a_buyer(request)
         scope = [data.scope] if isinstance(data.scope, str) else data.scope
         created, secret, errors = None, None, []
         try:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, JSONBody, FromPath, FromQuery
+from litestar.params import Body, FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from litestar.utils.scope.state import ScopeState
 from pydantic import BaseModel
@@ -19,11 +19,11 @@ from marketplace.core.http import (
     PROBLEM_JSON,
     SESSION_COOKIE,
     DbSession,
-    _requires_party,
     caller,
     requires_authenticated,
     requires_buyer,
     requires_org_admin,
+    requires_party,
     requires_person,
     requires_scope,
 )
@@ -164,7 +164,7 @@ class ApiClientController(Controller):
     tags = ["buyers"]
     guards = [requires_person]
 
-    @get("/", summary="Your organisation's API clients", guards=[_requires_party(OrgKind.buyer, OrgKind.regulator)])
+    @get("/", summary="Your organisation's API clients", guards=[requires_party(OrgKind.buyer, OrgKind.regulator)])
     async def list_clients(self, request: Request[Any, Any, Any], db_session: DbSession) -> Page[ApiClientPublic]:
         clients = await services.list_api_clients(db_session, caller(request))
         items = [ApiClientPublic.model_validate(c, from_attributes=True) for c in clients]
@@ -218,7 +218,9 @@ class TokenResponse(BaseModel):
 
 async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
     if request.content_type[0] != "application/x-www-form-urlencoded":
-        raise InvalidInput("Send the parameters as application/x-www-form-urlencoded.", code="invalid_request")
+        raise InvalidInput(
+            "Send the parameters as application/x-www-form-urlencoded.", code="invalid_request", error="invalid_request"
+        )
     form = await request.form()
     return {key: value for key, value in form.items() if isinstance(value, str)}
 
@@ -242,6 +244,8 @@ def _oauth_response(status: int, body: dict[str, Any], headers: list[tuple[str, 
 
 class OAuthController(Controller):
     tags = ["oauth"]
+    # Authenticated by client credentials, not by whoever's cookie the caller happens to carry.
+    opt = {"read_only_ok": True}
 
     @post(
         "/oauth/token",

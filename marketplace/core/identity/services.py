@@ -265,6 +265,8 @@ async def add_api_client(
 
 async def revoke_api_client(session: AsyncSession, principal: Principal, client_uuid: uuid.UUID) -> ApiClient:
     """Revoke one of the caller's organisation's clients: its tokens stop working at once. Idempotent."""
+    if principal.org_kind is not OrgKind.buyer or principal.is_program:
+        raise Forbidden("Only people of a buyer organisation can revoke API clients.", code="buyer_required")
     stmt = scope_own_organisation(select(ApiClient), principal, org_column=ApiClient.org_id).where(ApiClient.id == client_uuid)
     client = (await session.exec(stmt)).first()
     if client is None:
