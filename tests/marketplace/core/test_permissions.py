@@ -75,7 +75,11 @@ def _credentials(party: str, world: World) -> dict[str, str]:
 
 
 def _new_member(_party: str, _world: World) -> dict[str, str]:
-    return {"email": f"new{next(_unique)}@members.test-market.cn", "display_name": "New Member", "password": "a long enough password"}
+    return {
+        "email": f"new{next(_unique)}@members.test-market.cn",
+        "display_name": "New Member",
+        "password": "a long enough password",
+    }
 
 
 @dataclass(frozen=True)
@@ -165,12 +169,7 @@ def _documented_paths(app: Litestar) -> set[tuple[str, str]]:
 
 
 def _normalise(path: str) -> str:
-    return (
-        path.replace("{buyer_a_client}", "{client_uuid:uuid}")
-        .replace("/lang/zh-CN", "/lang/{code:str}")
-        .rstrip("/")
-        or "/"
-    )
+    return path.replace("{buyer_a_client}", "{client_uuid:uuid}").replace("/lang/zh-CN", "/lang/{code:str}").rstrip("/") or "/"
 
 
 def test_matrix_covers_every_route(settings: Settings) -> None:
