@@ -12,6 +12,7 @@ import importlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -95,7 +96,27 @@ def run_in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         finally:
             await database.dispose()
 
-    return asyncio.run(main())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    # Called from inside an event loop (an eager task run by a request): use a loop of its own.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="task") as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+_in_process_queue = ThreadPoolExecutor(max_workers=2, thread_name_prefix="in-process-task")
+
+
+def enqueue(task: Any, *args: Any, **kwargs: Any) -> Future[Any] | Any:
+    """Queue a task; call it only after the transaction that calls for it has committed.
+
+    With Redis the task goes to the workers. In the embedded default it runs on a small
+    in-process pool, so the request that queued it does not wait for it.
+    """
+    if celery_app.conf.task_always_eager:
+        return _in_process_queue.submit(task.apply, args=args, kwargs=kwargs)
+    return task.apply_async(args=args, kwargs=kwargs)
 
 
 class InProcessScheduler:

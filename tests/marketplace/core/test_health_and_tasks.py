@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 
@@ -14,7 +15,7 @@ from marketplace.core.identity.models import LoginSession, RevokedAccessToken
 from marketplace.core.identity.tasks import purge_expired_task
 from marketplace.core.principal import OrgKind
 from marketplace.core.settings import Settings
-from marketplace.core.tasks import InProcessScheduler, PeriodicJob, celery_app, configure_celery
+from marketplace.core.tasks import InProcessScheduler, PeriodicJob, celery_app, configure_celery, enqueue
 from marketplace.core.types import utcnow
 from tests.conftest import TEST_ORIGIN
 from tests.factories import make_login_session, make_org, make_user
@@ -91,3 +92,20 @@ def test_every_periodic_job_is_a_registered_task(settings: Settings) -> None:
     assert "identity.purge_expired_task" in schedule
     for entry in schedule.values():
         assert entry["task"] in celery_app.tasks
+
+
+def test_enqueue_runs_in_process_without_blocking_the_caller(engine: Engine, settings: Settings) -> None:
+    _expired_records(engine)
+    configure_celery(settings.model_copy(update={"redis_url": None}))
+    future = enqueue(purge_expired_task)
+    assert future.result(timeout=30).get() == {"sessions": 1, "revoked_tokens": 1}
+
+
+def test_eager_task_called_inside_an_event_loop_still_runs(engine: Engine, settings: Settings) -> None:
+    _expired_records(engine)
+    configure_celery(settings.model_copy(update={"redis_url": None}))
+
+    async def from_a_request() -> dict[str, int]:
+        return purge_expired_task.apply().get()  # type: ignore[no-any-return]
+
+    assert asyncio.run(from_a_request()) == {"sessions": 1, "revoked_tokens": 1}
