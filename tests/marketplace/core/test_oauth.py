@@ -158,10 +158,9 @@ def test_token_revocation_rfc7009(client: TestClient, engine: Engine) -> None:
     assert client.get("/api/me", headers=_bearer(second)).status_code == 200
 
 
-def _forge(settings: Settings, made: MadeClient, *, header: dict[str, Any] | None = None, **claims: Any) -> str:
-    key = load_signing_key(settings)
+def _claims(settings: Settings, made: MadeClient, **overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    payload = {
+    claims = {
         "iss": settings.issuer,
         "aud": settings.issuer,
         "exp": now + 600,
@@ -171,7 +170,13 @@ def _forge(settings: Settings, made: MadeClient, *, header: dict[str, Any] | Non
         "sub": made.client_id,
         "scope": "profile",
     }
-    payload.update(claims)
+    claims.update(overrides)
+    return claims
+
+
+def _forge(settings: Settings, made: MadeClient, *, header: dict[str, Any] | None = None, **claims: Any) -> str:
+    key = load_signing_key(settings)
+    payload = _claims(settings, made, **claims)
     return jwt.encode(header or {"alg": "ES256", "typ": "at+jwt", "kid": key.kid}, payload, key.key, algorithms=["ES256"])
 
 
@@ -207,17 +212,7 @@ def test_token_without_access_token_type_is_refused(client: TestClient, engine: 
 
 def test_alg_none_token_is_refused(client: TestClient, engine: Engine, settings: Settings) -> None:
     made = make_api_client(engine, make_org(engine, OrgKind.buyer))
-    now = int(time.time())
-    claims = {
-        "iss": settings.issuer,
-        "aud": settings.issuer,
-        "exp": now + 600,
-        "iat": now,
-        "jti": "n1",
-        "client_id": made.client_id,
-        "sub": made.client_id,
-        "scope": "profile",
-    }
+    claims = _claims(settings, made, jti="n1")
     unsigned = f"{_b64({'alg': 'none', 'typ': 'at+jwt'})}.{_b64(claims)}."
     assert_problem(client.get("/api/me", headers=_bearer(unsigned)), 401, "invalid_token")
 
@@ -226,17 +221,7 @@ def test_hs256_token_signed_with_the_public_key_is_refused(client: TestClient, e
     made = make_api_client(engine, make_org(engine, OrgKind.buyer))
     public_jwk = client.get("/.well-known/jwks.json").json()["keys"][0]
     public_pem = load_signing_key(settings).key.as_pem(private=False)
-    now = int(time.time())
-    claims = {
-        "iss": settings.issuer,
-        "aud": settings.issuer,
-        "exp": now + 600,
-        "iat": now,
-        "jti": "h1",
-        "client_id": made.client_id,
-        "sub": made.client_id,
-        "scope": "profile",
-    }
+    claims = _claims(settings, made, jti="h1")
     for secret in (public_pem, json.dumps(public_jwk).encode()):
         # Signed by hand: JOSE libraries rightly refuse to use a public key as an HMAC secret.
         signing_input = f"{_b64({'alg': 'HS256', 'typ': 'at+jwt'})}.{_b64(claims)}"
