@@ -34,9 +34,9 @@ test: install
 # Run inside deploy/with_services.py: private PostgreSQL and Redis are in MARKET_TEST_* variables.
 test-suites:
 	@echo "=== whole suite on SQLite (embedded profile) ==="
-	MARKET_TEST_DATABASE=sqlite $(BIN)/pytest $(PYTEST_ARGS)
+	MARKET_TEST_DATABASE=sqlite PYTHONHASHSEED=0 $(BIN)/pytest $(PYTEST_ARGS)
 	@echo "=== whole suite on PostgreSQL + Redis (production profile) ==="
-	MARKET_TEST_DATABASE=postgres $(BIN)/pytest $(PYTEST_ARGS)
+	MARKET_TEST_DATABASE=postgres PYTHONHASHSEED=0 $(BIN)/pytest $(PYTEST_ARGS)
 
 fmt: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Makes sure Debian's chromium is there for the browser tests (Playwright drives it; it never
-# downloads a browser of its own).
+# Makes sure Debian's chromium (and CJK fonts for the Chinese pages) are there for the browser
+# tests. Playwright drives this chromium; it never downloads a browser of its own.
 set -euo pipefail
-if command -v chromium >/dev/null 2>&1; then exit 0; fi
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -d /usr/share/fonts/opentype/noto ] || missing+=(fonts-noto-cjk)
+[ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "browser: installing Debian's chromium"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk >/dev/null
+  echo "browser: installing Debian's ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
-  echo "browser: the browser tests need Debian's chromium: apt-get install chromium fonts-noto-cjk" >&2
+  echo "browser: the browser tests need Debian's ${missing[*]}: apt-get install ${missing[*]}" >&2
   exit 2
 fi

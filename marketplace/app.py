@@ -37,7 +37,7 @@ from marketplace.core.keys import load_signing_key
 from marketplace.core.settings import Settings, load_settings
 from marketplace.core.tasks import PERIODIC_JOBS, InProcessScheduler, configure_celery
 from marketplace.web import i18n
-from marketplace.web.pages import LocaleMiddleware, PageController, install_page_globals
+from marketplace.web.pages import LocaleMiddleware, PageController, install_page_globals, prepare_error_page
 
 WEB_DIR = Path(__file__).parent / "web"
 log = logging.getLogger(__name__)
@@ -108,7 +108,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
         compression_config=CompressionConfig(backend="gzip", minimum_size=1024),
-        state=State({"settings": settings, "signing_key": signing_key, "token_server": token_server}),
+        state=State(
+            {
+                "settings": settings,
+                "signing_key": signing_key,
+                "token_server": token_server,
+                "prepare_error_page": prepare_error_page,
+            }
+        ),
         lifespan=[lifespan],
         request_max_body_size=1024 * 1024,
         debug=False,

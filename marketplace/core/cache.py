@@ -26,6 +26,14 @@ class Cache(Protocol):
         """Forget ``key``."""
         ...
 
+    async def put_text(self, key: str, value: str, ttl_seconds: int) -> None:
+        """Keep ``value`` under ``key`` for at most ``ttl_seconds``."""
+        ...
+
+    async def pop_text(self, key: str) -> str | None:
+        """Take the value under ``key`` (it is gone afterwards), or None."""
+        ...
+
     async def ping(self) -> bool:
         """Whether the cache answers."""
         ...
@@ -40,6 +48,7 @@ class MemoryCache:
 
     def __init__(self) -> None:
         self._values: dict[str, tuple[int, float]] = {}
+        self._texts: dict[str, tuple[str, float]] = {}
         self._lock = asyncio.Lock()
 
     def _live(self, key: str) -> tuple[int, float] | None:
@@ -69,11 +78,19 @@ class MemoryCache:
     async def delete(self, key: str) -> None:
         self._values.pop(key, None)
 
+    async def put_text(self, key: str, value: str, ttl_seconds: int) -> None:
+        self._texts[key] = (value, time.monotonic() + ttl_seconds)
+
+    async def pop_text(self, key: str) -> str | None:
+        entry = self._texts.pop(key, None)
+        return entry[0] if entry and entry[1] > time.monotonic() else None
+
     async def ping(self) -> bool:
         return True
 
     async def close(self) -> None:
         self._values.clear()
+        self._texts.clear()
 
 
 class RedisCache:
@@ -102,6 +119,15 @@ class RedisCache:
 
     async def delete(self, key: str) -> None:
         await self._redis.delete(self._prefix + key)
+
+    async def put_text(self, key: str, value: str, ttl_seconds: int) -> None:
+        await self._redis.set(self._prefix + key, value.encode(), ex=ttl_seconds)
+
+    async def pop_text(self, key: str) -> str | None:
+        value = await self._redis.getdel(self._prefix + key)
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
 
     async def ping(self) -> bool:
         try:

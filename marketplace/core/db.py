@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from marketplace.core.errors import InvalidInput
+
 SUPPORTED = ("sqlite", "postgresql")
 
 
@@ -57,14 +59,35 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _refuse_nul_characters(_conn: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+    # PostgreSQL cannot store U+0000 in text; refuse it on every database alike, before anything is sent.
+    if _has_nul(parameters):
+        raise InvalidInput("Text may not contain NUL (U+0000) characters.", code="invalid_input")
+
+
+def _guard(engine: Engine) -> Engine:
+    event.listen(engine, "before_cursor_execute", _refuse_nul_characters)
+    return engine
+
+
 def create_sync_engine(url: str) -> Engine:
     """A sync engine (migrations, commands, test factories)."""
     if is_sqlite(url):
         _ensure_sqlite_folder(url)
         engine = create_engine(sync_url(url), poolclass=NullPool)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(sync_url(url), pool_pre_ping=True)
+        return _guard(engine)
+    return _guard(create_engine(sync_url(url), pool_pre_ping=True))
 
 
 class Database:
@@ -78,6 +101,7 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_async_engine(async_url(url), pool_size=pool_size, pool_pre_ping=True)
+        _guard(self.engine.sync_engine)
         self.sessionmaker = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
 
     @asynccontextmanager

@@ -29,6 +29,7 @@ async def health_report(state: State) -> tuple[bool, dict[str, Any]]:
 
 class HealthController(Controller):
     tags = ["health"]
+    opt = {"accepts_token": True}
 
     @get("/health", summary="Liveness and dependencies", description="503 when the database or cache does not answer.")
     async def health(self, state: State) -> Response[dict[str, Any]]:

@@ -6,6 +6,7 @@ Every error answer is RFC 9457 problem+json with a stable ``code``; pages get an
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 from typing import Any, TypeAlias
@@ -79,6 +80,10 @@ def problem(status: int, code: str, detail: str, *, headers: dict[str, str] | No
 def _error_page(
     request: Request[Any, Any, Any], status: int, code: str, detail: str, headers: dict[str, str] | None
 ) -> Response[Any]:
+    # Unknown paths and early refusals never reach the page middleware: let the web layer set the language.
+    prepare = request.app.state.get("prepare_error_page")
+    if prepare is not None:
+        prepare(request)
     return Template(
         template_name="error.html",
         context={"status": status, "code": code, "detail": detail, "title": HTTPStatus(status).phrase},
@@ -120,8 +125,18 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     return _answer(request, status, code, detail, headers)
 
 
+def _raised_while_decoding_the_body(exc: Exception) -> bool:
+    """Whether the framework's body decoder raised ``exc`` (bad UTF-8, nesting too deep)."""
+    if not isinstance(exc, UnicodeDecodeError | RecursionError):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return any("litestar/serialization" in frame.filename or "litestar/connection" in frame.filename for frame in frames)
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Anything unforeseen: logged with its traceback, answered without internals."""
+    if _raised_while_decoding_the_body(exc):
+        return _answer(request, 400, "invalid_input", "The request body is not valid UTF-8 JSON, or is nested too deeply.")
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _answer(request, 500, "internal_error", "Something went wrong on our side; it has been logged.")
 

@@ -9,7 +9,7 @@ import gettext
 import io
 from pathlib import Path
 
-from babel import Locale, negotiate_locale
+from babel import Locale
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
@@ -41,30 +41,38 @@ def load_catalogues() -> None:
         _catalogues[code] = _load(code)
 
 
+def _accepted_tags(accept_language: str) -> list[str]:
+    """Accept-Language tags, best first, without those marked not acceptable (q=0) (RFC 9110 §12.5.4)."""
+    weighted = []
+    for position, part in enumerate(accept_language.split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if tag.strip() and quality > 0:
+            weighted.append((-quality, position, tag.strip()))
+    return [tag for _q, _p, tag in sorted(weighted)]
+
+
 def choose_locale(cookie: str | None, accept_language: str | None, default: str = DEFAULT_LOCALE) -> str:
     """The remembered choice if valid, else the best match of Accept-Language, else the default."""
     if cookie in LOCALES:
         return cookie
-    if accept_language:
-        preferred = []
-        for part in accept_language.split(","):
-            tag, _, params = part.strip().partition(";")
-            quality = 1.0
-            if params.strip().startswith("q="):
-                try:
-                    quality = float(params.strip()[2:])
-                except ValueError:
-                    quality = 0.0
-            if tag:
-                preferred.append((quality, tag.strip()))
-        ordered = [tag for _q, tag in sorted(preferred, key=lambda item: -item[0])]
-        match = negotiate_locale(ordered, list(LOCALES), sep="-") or negotiate_locale(
-            [t.split("-")[0] for t in ordered], ["en", "zh"], sep="-"
-        )
-        if match == "zh":
-            return "zh-CN"
-        if match in LOCALES:
-            return match
+    offered = {code.lower(): code for code in LOCALES}
+    tags = [tag.lower() for tag in _accepted_tags(accept_language or "")]
+    # An exact match anywhere in the list beats a same-language match ("zh-TW,en" -> en).
+    for tag in tags:
+        if tag in offered:
+            return offered[tag]
+    by_language = {code.lower().split("-")[0]: code for code in LOCALES}
+    for tag in tags:
+        if (language := tag.split("-")[0]) in by_language:
+            return by_language[language]
     return default if default in LOCALES else DEFAULT_LOCALE
 
 

@@ -117,6 +117,12 @@ class LocaleMiddleware:
             i18n._current.reset(token)
 
 
+def prepare_error_page(request: Request[Any, Any, Any]) -> None:
+    """Choose the language of an error page that no route middleware has prepared (e.g. a 404)."""
+    default = request.app.state.settings.default_locale
+    i18n.set_locale(i18n.choose_locale(request.cookies.get(i18n.LOCALE_COOKIE), request.headers.get("accept-language"), default))
+
+
 def page(request: Request[Any, Any, Any], template: str, status_code: int = 200, **context: Any) -> Template:
     """Render a page; the caller, navigation and locales come from the template globals."""
     return Template(template_name=template, status_code=status_code, context={"me": request.scope.get("user"), **context})
@@ -124,6 +130,13 @@ def page(request: Request[Any, Any, Any], template: str, status_code: int = 200,
 
 def _login_redirect(request: Request[Any, Any, Any]) -> Redirect:
     return Redirect(f"/login?next={quote(request.url.path)}", status_code=HTTP_303_SEE_OTHER)
+
+
+NEW_SECRET_TTL_SECONDS = 300
+
+
+def _new_secret_key(principal: Principal, client_uuid: uuid.UUID) -> str:
+    return f"new-client-secret:{principal.user_id}:{client_uuid}"
 
 
 def _not_a_buyer(request: Request[Any, Any, Any]) -> Template:
@@ -271,14 +284,21 @@ class PageController(Controller):
         return page(request, "members.html", status_code=400, org=org, users=users, errors=errors, form=data, roles=list(Role))
 
     @get("/account/clients")
-    async def clients(self, request: Request[Any, Any, Any], db_session: DbSession) -> Template | Redirect:
+    async def clients(
+        self, request: Request[Any, Any, Any], db_session: DbSession, state: State, created: FromQuery[uuid.UUID | None] = None
+    ) -> Template | Redirect:
         principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
         if principal is None:
             return _login_redirect(request)
         if principal.org_kind is not OrgKind.buyer:
             return _not_a_buyer(request)
         clients = await services.list_api_clients(db_session, principal)
-        return page(request, "clients.html", clients=clients, scopes=CLIENT_SCOPES, created=None, secret=None, errors=[])
+        new_client, secret = None, None
+        if created is not None:
+            # The secret was parked for this person only, and is taken on first view: a reload shows it no more.
+            secret = await state.cache.pop_text(_new_secret_key(principal, created))
+            new_client = next((c for c in clients if c.id == created), None) if secret else None
+        return page(request, "clients.html", clients=clients, scopes=CLIENT_SCOPES, created=new_client, secret=secret, errors=[])
 
     @post("/account/clients")
     async def create_client(
@@ -286,6 +306,7 @@ class PageController(Controller):
         request: Request[Any, Any, Any],
         data: Annotated[ClientForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
         db_session: DbSession,
+        state: State,
     ) -> Template | Redirect:
         principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
         if principal is None:
@@ -293,7 +314,7 @@ class PageController(Controller):
         if principal.org_kind is not OrgKind.buyer:
             return _not_a_buyer(request)
         scope = [data.scope] if isinstance(data.scope, str) else data.scope
-        created, secret, errors = None, None, []
+        errors: list[str] = []
         try:
             created, secret = await services.create_api_client(
                 db_session, principal, ApiClientCreate(name=data.name, scope=scope or None)
@@ -302,15 +323,19 @@ class PageController(Controller):
             errors = _errors_of(exc)
         except DomainError as exc:
             errors = [exc.detail]
+        if not errors:
+            # Post/redirect/get: a reload of the next page must not create a second client.
+            await state.cache.put_text(_new_secret_key(principal, created.id), secret, NEW_SECRET_TTL_SECONDS)
+            return Redirect(f"/account/clients?created={created.id}", status_code=HTTP_303_SEE_OTHER)
         clients = await services.list_api_clients(db_session, principal)
         return page(
             request,
             "clients.html",
-            status_code=400 if errors else 201,
+            status_code=400,
             clients=clients,
             scopes=CLIENT_SCOPES,
-            created=created,
-            secret=secret,
+            created=None,
+            secret=None,
             errors=errors,
         )
 

@@ -94,7 +94,12 @@ class AuthController(Controller):
     path = "/api"
     tags = ["identity"]
 
-    @get("/auth/csrf", summary="Get a CSRF token", description="Send it back as X-CSRF-Token on cookie-authenticated writes.")
+    @get(
+        "/auth/csrf",
+        opt={"accepts_token": True},
+        summary="Get a CSRF token",
+        description="Send it back as X-CSRF-Token on cookie-authenticated writes.",
+    )
     async def csrf(self, request: Request[Any, Any, Any]) -> CsrfToken:
         return CsrfToken(csrf_token=_csrf(request) or "")
 
@@ -245,7 +250,7 @@ def _oauth_response(status: int, body: dict[str, Any], headers: list[tuple[str, 
 class OAuthController(Controller):
     tags = ["oauth"]
     # Authenticated by client credentials, not by whoever's cookie the caller happens to carry.
-    opt = {"read_only_ok": True}
+    opt = {"read_only_ok": True, "accepts_token": True}
 
     @post(
         "/oauth/token",

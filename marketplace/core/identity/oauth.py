@@ -208,6 +208,11 @@ class TokenServer(AuthorizationServer):
 
 
 def _client_id_of(headers: Mapping[str, str], form: Mapping[str, str]) -> str | None:
+    client_id = _claimed_client_id(headers, form)
+    return client_id if client_id and "\x00" not in client_id and len(client_id) <= 64 else None
+
+
+def _claimed_client_id(headers: Mapping[str, str], form: Mapping[str, str]) -> str | None:
     auth = headers.get("authorization") or ""
     if auth[:6].lower() == "basic ":
         try:

@@ -202,3 +202,18 @@ def test_malformed_login_body_is_a_400_problem(client: TestClient) -> None:
         "invalid_input",
     )
     assert_problem(client.post("/api/auth/login", json=[1, 2], headers=headers), 400, "invalid_input")
+
+
+def test_nul_characters_are_refused_before_reaching_the_database(client: TestClient, engine: Engine) -> None:
+    headers = {CSRF_HEADER: csrf(client)}
+    response = client.post("/api/auth/login", json={"email": "nul\u0000probe@x.cn", "password": "x"}, headers=headers)
+    assert_problem(response, 400, "invalid_input")
+    assert _sessions(engine) == 0
+
+
+def test_undecodable_and_deeply_nested_bodies_are_400(client: TestClient) -> None:
+    headers = {CSRF_HEADER: csrf(client), "content-type": "application/json"}
+    assert_problem(
+        client.post("/api/auth/login", content=b'{"email":"\xff@x.cn","password":"x"}', headers=headers), 400, "invalid_input"
+    )
+    assert_problem(client.post("/api/auth/login", content=b"[" * 5000 + b"]" * 5000, headers=headers), 400, "invalid_input")

@@ -293,3 +293,19 @@ def test_bad_client_requests_are_400_and_store_nothing(client: TestClient, engin
     headers = use_session(client, make_login_session(engine, make_user(engine, org)))
     assert_problem(client.post("/api/buyers/clients", json=payload, headers=headers), 400, "invalid_input")
     assert client.get("/api/buyers/clients").json()["total"] == 0
+
+
+def test_programs_may_use_public_endpoints(client: TestClient, engine: Engine) -> None:
+    made = make_api_client(engine, make_org(engine, OrgKind.buyer))
+    headers = _bearer(_token(client, made).json()["access_token"])
+    for path in ("/health", "/.well-known/jwks.json", "/.well-known/oauth-authorization-server", "/api/auth/csrf"):
+        assert client.get(path, headers=headers).status_code == 200, path
+
+
+def test_nul_in_client_id_is_an_oauth_error_not_a_crash(client: TestClient) -> None:
+    response = client.post(
+        "/oauth/token", data={"grant_type": "client_credentials", "client_id": "nul\x00probe", "client_secret": "x"}
+    )
+    assert_problem(response, 400, "invalid_client")  # RFC 6749 §5.2: 401 only when the client used the Authorization header
+    basic = client.post("/oauth/token", data={"grant_type": "client_credentials"}, headers={"Authorization": "Basic AAAA"})
+    assert_problem(basic, 401, "invalid_client")

@@ -122,7 +122,7 @@ CASES = [
     Case("GET", "/account/members", _people(303, 200)),
     Case("POST", "/account/members", _by(303, 303, 303, 303, 303, 403, 403), form=_new_member),
     Case("GET", "/account/clients", _by(303, 403, 403, 200, 200, 403, 403)),
-    Case("POST", "/account/clients", _by(303, 403, 403, 201, 201, 403, 403), form=lambda _p, _w: {"name": "pipeline"}),
+    Case("POST", "/account/clients", _by(303, 403, 403, 303, 303, 403, 403), form=lambda _p, _w: {"name": "pipeline"}),
     Case("POST", "/account/clients/{buyer_a_client}/revoke", _by(303, 403, 403, 303, 404, 403, 403)),
 ]
 
@@ -228,3 +228,21 @@ def test_members_list_is_own_organisation_only(settings: Settings, engine: Engin
         )
         assert response.status_code == 403
         assert response.json()["code"] == "org_admin_required"
+
+
+def test_client_secret_page_is_shown_once_and_reload_creates_nothing(settings: Settings, engine: Engine) -> None:
+    org = make_org(engine, OrgKind.buyer)
+    user = make_user(engine, org)
+    with TestClient(app=create_app(settings), base_url=TEST_ORIGIN) as client:
+        client.cookies.set("market_session", make_login_session(engine, user))
+        created = client.post("/account/clients", data={"name": "ETL", "_csrf_token": csrf(client)}, follow_redirects=False)
+        assert created.status_code == 303
+        location = created.headers["location"]
+        first = client.get(location)
+        assert 'id="client-secret"' in first.text
+        secret = first.text.split('id="client-secret">')[1].split("<")[0]
+        assert secret.startswith("mks_")
+        again = client.get(location)
+        assert again.status_code == 200
+        assert secret not in again.text
+        assert client.get("/api/buyers/clients").json()["total"] == 1
