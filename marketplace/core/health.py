@@ -9,6 +9,7 @@ from litestar import Controller, Response, get
 from litestar.datastructures import State
 from sqlalchemy import text
 
+from marketplace.core.http import problems
 from marketplace.core.tasks import worker_state
 
 
@@ -31,7 +32,12 @@ class HealthController(Controller):
     tags = ["health"]
     opt = {"accepts_token": True}
 
-    @get("/health", summary="Liveness and dependencies", description="503 when the database or cache does not answer.")
+    @get(
+        "/health",
+        summary="Liveness and dependencies",
+        description="503 (with the same report) when the database or cache does not answer.",
+        responses=problems(),
+    )
     async def health(self, state: State) -> Response[dict[str, Any]]:
         healthy, report = await health_report(state)
         return Response(content=report, status_code=200 if healthy else 503)

@@ -20,8 +20,10 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, PermissionDeniedException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.csrf import CSRFMiddleware
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Template
 from litestar.types import ASGIApp, Receive, Scope, Send
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.core.errors import DomainError, Forbidden, NotAuthenticated
@@ -57,6 +59,31 @@ _STATUS_CODES = {
     500: "internal_error",
     503: "unavailable",
 }
+
+
+class Problem(BaseModel):
+    """An error answer (RFC 9457 problem details) with the platform's stable machine-readable ``code``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="URI naming the problem type: urn:market:problem:<code>")
+    title: str
+    status: int
+    detail: str = Field(description="What went wrong, for people")
+    code: str = Field(description="Stable machine-readable error code, e.g. invalid_input, read_only_party")
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI documentation of the problem+json answers a route gives (400 for bad input, always)."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            media_type=PROBLEM_JSON,
+            description=f"{HTTPStatus(status).phrase}: an RFC 9457 problem with a stable `code`",
+            generate_examples=False,
+        )
+        for status in sorted({400, *statuses})
+    }
 
 
 def is_api_path(path: str) -> bool:

@@ -208,3 +208,21 @@ def test_schemas_are_valid_json_schema_and_references_resolve(document: dict[str
                 walk(value, f"{where}/{index}")
 
     walk(document, "#")
+
+
+def test_every_documented_error_is_a_problem(document: dict[str, Any]) -> None:
+    """Clients can rely on the docs: each 4xx a route documents is RFC 9457 problem+json with a `code`."""
+    wrong: list[str] = []
+    for (method, path), operation in _schema_operations(document).items():
+        errors = {code: r for code, r in (operation.get("responses") or {}).items() if code.startswith("4")}
+        if "400" not in errors:
+            wrong.append(f"{method} {path}: 400 not documented")
+        for code, response in errors.items():
+            content = response.get("content") or {}
+            if set(content) != {"application/problem+json"}:
+                wrong.append(f"{method} {path} {code}: {sorted(content)}")
+                continue
+            schema = _resolve(document, content["application/problem+json"]["schema"])
+            if not {"type", "title", "status", "detail", "code"} <= set(schema.get("required", [])):
+                wrong.append(f"{method} {path} {code}: problem schema lacks required fields")
+    assert not wrong, "\n".join(wrong)

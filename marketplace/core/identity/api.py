@@ -20,6 +20,7 @@ from marketplace.core.http import (
     SESSION_COOKIE,
     DbSession,
     caller,
+    problems,
     requires_authenticated,
     requires_buyer,
     requires_org_admin,
@@ -99,11 +100,14 @@ class AuthController(Controller):
         opt={"accepts_token": True},
         summary="Get a CSRF token",
         description="Send it back as X-CSRF-Token on cookie-authenticated writes.",
+        responses=problems(),
     )
     async def csrf(self, request: Request[Any, Any, Any]) -> CsrfToken:
         return CsrfToken(csrf_token=_csrf(request) or "")
 
-    @post("/auth/login", summary="Sign in", opt={"read_only_ok": True}, status_code=HTTP_200_OK)
+    @post(
+        "/auth/login", summary="Sign in", opt={"read_only_ok": True}, status_code=HTTP_200_OK, responses=problems(401, 403, 429)
+    )
     async def login(
         self, request: Request[Any, Any, Any], data: JSONBody[LoginRequest], db_session: DbSession, state: State
     ) -> Response[Me]:
@@ -121,7 +125,9 @@ class AuthController(Controller):
         me = await describe(db_session, principal, _csrf(request))
         return session_cookie_response(me, token, state)
 
-    @post("/auth/logout", summary="Sign out", opt={"read_only_ok": True}, status_code=HTTP_204_NO_CONTENT)
+    @post(
+        "/auth/logout", summary="Sign out", opt={"read_only_ok": True}, status_code=HTTP_204_NO_CONTENT, responses=problems(403)
+    )
     async def logout(self, request: Request[Any, Any, Any], db_session: DbSession, state: State) -> Response[None]:
         token = request.cookies.get(SESSION_COOKIE)
         if token:
@@ -134,6 +140,7 @@ class AuthController(Controller):
         description="The signed-in person, or the program behind a bearer token (scope 'profile').",
         guards=[requires_authenticated, requires_scope("profile")],
         opt={"accepts_token": True},
+        responses=problems(401, 403),
     )
     async def me(self, request: Request[Any, Any, Any], db_session: DbSession) -> Me:
         return await describe(db_session, caller(request), _csrf(request))
@@ -144,7 +151,7 @@ class OrganisationController(Controller):
     tags = ["identity"]
     guards = [requires_person]
 
-    @get("/orgs", summary="Organisations you may see")
+    @get("/orgs", summary="Organisations you may see", responses=problems(401, 403))
     async def list_orgs(
         self, request: Request[Any, Any, Any], db_session: DbSession, kind: FromQuery[OrgKind | None] = None
     ) -> Page[OrganisationPublic]:
@@ -152,13 +159,19 @@ class OrganisationController(Controller):
         items = [OrganisationPublic.model_validate(o, from_attributes=True) for o in orgs]
         return Page(items=items, total=len(items))
 
-    @get("/users", summary="Members of your organisation")
+    @get("/users", summary="Members of your organisation", responses=problems(401, 403))
     async def list_users(self, request: Request[Any, Any, Any], db_session: DbSession) -> Page[UserPublic]:
         users = await services.list_users(db_session, caller(request))
         items = [UserPublic.model_validate(u, from_attributes=True) for u in users]
         return Page(items=items, total=len(items))
 
-    @post("/users", summary="Add a member to your organisation", guards=[requires_org_admin], status_code=HTTP_201_CREATED)
+    @post(
+        "/users",
+        summary="Add a member to your organisation",
+        guards=[requires_org_admin],
+        status_code=HTTP_201_CREATED,
+        responses=problems(401, 403, 409),
+    )
     async def add_member(self, request: Request[Any, Any, Any], data: JSONBody[UserCreate], db_session: DbSession) -> UserPublic:
         user = await services.create_member(db_session, caller(request), data)
         return UserPublic.model_validate(user, from_attributes=True)
@@ -169,7 +182,12 @@ class ApiClientController(Controller):
     tags = ["buyers"]
     guards = [requires_person]
 
-    @get("/", summary="Your organisation's API clients", guards=[requires_party(OrgKind.buyer, OrgKind.regulator)])
+    @get(
+        "/",
+        summary="Your organisation's API clients",
+        guards=[requires_party(OrgKind.buyer, OrgKind.regulator)],
+        responses=problems(401, 403),
+    )
     async def list_clients(self, request: Request[Any, Any, Any], db_session: DbSession) -> Page[ApiClientPublic]:
         clients = await services.list_api_clients(db_session, caller(request))
         items = [ApiClientPublic.model_validate(c, from_attributes=True) for c in clients]
@@ -178,6 +196,7 @@ class ApiClientController(Controller):
     @post(
         "/",
         summary="Create an API client",
+        responses=problems(401, 403, 409),
         description="The secret is shown in this answer only.",
         guards=[requires_buyer],
         status_code=HTTP_201_CREATED,
@@ -188,7 +207,13 @@ class ApiClientController(Controller):
         client, secret = await services.create_api_client(db_session, caller(request), data)
         return ApiClientCreated(**ApiClientPublic.model_validate(client, from_attributes=True).model_dump(), client_secret=secret)
 
-    @post("/{client_uuid:uuid}/revoke", summary="Revoke an API client", guards=[requires_buyer], status_code=HTTP_200_OK)
+    @post(
+        "/{client_uuid:uuid}/revoke",
+        summary="Revoke an API client",
+        guards=[requires_buyer],
+        status_code=HTTP_200_OK,
+        responses=problems(401, 403, 404),
+    )
     async def revoke_client(
         self, request: Request[Any, Any, Any], client_uuid: FromPath[uuid.UUID], db_session: DbSession
     ) -> ApiClientPublic:
@@ -255,6 +280,7 @@ class OAuthController(Controller):
     @post(
         "/oauth/token",
         summary="Token endpoint (client credentials)",
+        responses=problems(401),
         description="RFC 6749 §4.4 with client_secret_basic or client_secret_post; answers an RFC 9068 JWT access token.",
         status_code=HTTP_200_OK,
     )
@@ -271,7 +297,7 @@ class OAuthController(Controller):
         )
         return _oauth_response(status, body, headers)
 
-    @post("/oauth/revoke", summary="Revoke an access token (RFC 7009)", status_code=HTTP_200_OK)
+    @post("/oauth/revoke", summary="Revoke an access token (RFC 7009)", status_code=HTTP_200_OK, responses=problems(401))
     async def revoke(
         self,
         request: Request[Any, Any, Any],
@@ -285,10 +311,10 @@ class OAuthController(Controller):
         )
         return _oauth_response(status, body, headers)
 
-    @get("/.well-known/oauth-authorization-server", summary="Authorization server metadata (RFC 8414)")
+    @get("/.well-known/oauth-authorization-server", summary="Authorization server metadata (RFC 8414)", responses=problems())
     async def metadata(self, state: State) -> dict[str, Any]:
         return state.token_server.metadata()  # type: ignore[no-any-return]
 
-    @get("/.well-known/jwks.json", summary="Keys that sign access tokens")
+    @get("/.well-known/jwks.json", summary="Keys that sign access tokens", responses=problems())
     async def jwks(self, state: State) -> dict[str, Any]:
         return state.signing_key.public_jwks()  # type: ignore[no-any-return]

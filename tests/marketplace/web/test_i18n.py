@@ -19,8 +19,8 @@ from marketplace.core.principal import Role
 from marketplace.web import i18n
 from marketplace.web.i18n import choose_locale
 
-ROOT = Path(__file__).resolve().parents[2]
-TRANSLATIONS = ROOT / "marketplace" / "web" / "translations"
+ROOT = Path(__file__).resolve().parents[3]
+TRANSLATIONS = i18n.TRANSLATIONS_DIR
 POT = TRANSLATIONS / "messages.pot"
 ZH_PO = TRANSLATIONS / "zh_CN" / "LC_MESSAGES" / "messages.po"
 PLACEHOLDER = re.compile(r"\{[a-zA-Z_][a-zA-Z0-9_]*\}")
