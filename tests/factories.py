@@ -30,9 +30,9 @@ def _password_hash(password: str) -> str:
     return hash_password(password)
 
 
-def make_org(engine: Engine, kind: OrgKind, name: str | None = None) -> Organisation:
+def make_org(engine: Engine, kind: OrgKind, name: str | None = None, name_zh: str | None = None) -> Organisation:
     """A new organisation of ``kind``."""
-    org = Organisation(name=name or f"{kind.value.title()} {next(_counter)} {uuid.uuid4().hex[:6]}", kind=kind)
+    org = Organisation(name=name or f"{kind.value.title()} {next(_counter)} {uuid.uuid4().hex[:6]}", kind=kind, name_zh=name_zh)
     with Session(engine) as session:
         session.add(org)
         session.commit()

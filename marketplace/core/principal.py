@@ -34,6 +34,7 @@ class Principal:
     org_id: uuid.UUID
     org_kind: OrgKind
     org_name: str
+    org_name_zh: str | None = None
     user_id: uuid.UUID | None = None
     email: str | None = None
     display_name: str | None = None

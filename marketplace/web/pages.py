@@ -80,9 +80,24 @@ def party_title(principal: Principal | None) -> str:
     return _(PARTY_TITLES[principal.org_kind]) if principal else ""
 
 
+def org_label(principal: Principal | None) -> str:
+    """The caller's organisation name in the page's language (its Chinese name on zh-CN pages, when it has one)."""
+    if principal is None:
+        return ""
+    if i18n.current_locale() == "zh-CN" and principal.org_name_zh:
+        return principal.org_name_zh
+    return principal.org_name
+
+
 def install_page_globals(env: Any) -> None:
     """What every page (error pages included) can use without a controller passing it."""
-    env.globals.update(navigation=navigation, party_title=party_title, locales=i18n.LOCALES, current_locale=i18n.current_locale)
+    env.globals.update(
+        navigation=navigation,
+        party_title=party_title,
+        org_label=org_label,
+        locales=i18n.LOCALES,
+        current_locale=i18n.current_locale,
+    )
 
 
 def _safe_next(target: str | None) -> str:

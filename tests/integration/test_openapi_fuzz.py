@@ -137,9 +137,13 @@ def malformed_input_refused(ctx: CheckContext, response: Any, case: Case) -> boo
     return negative_data_rejection(ctx, response, case)
 
 
-def conforms_when_successful(ctx: CheckContext, response: Any, case: Case) -> bool | None:
-    """Non-error answers are documented: status code, headers, content type and body schema."""
+def conforms_as_documented(ctx: CheckContext, response: Any, case: Case) -> bool | None:
+    """Answers are as documented: success fully (status, headers, type, body); errors that a route
+    documents by their problem+json type and schema."""
     if response.status_code >= 400:
+        if str(response.status_code) in (case.operation.definition.raw.get("responses") or {}):
+            content_type_conformance(ctx, response, case)
+            response_schema_conformance(ctx, response, case)
         return None
     status_code_conformance(ctx, response, case)
     response_headers_conformance(ctx, response, case)
@@ -149,7 +153,7 @@ def conforms_when_successful(ctx: CheckContext, response: Any, case: Case) -> bo
     return None
 
 
-CHECKS = (not_a_server_error, problem_json_errors, malformed_input_refused, conforms_when_successful)
+CHECKS = (not_a_server_error, problem_json_errors, malformed_input_refused, conforms_as_documented)
 
 
 # --- the running app and its callers --------------------------------------------------------------

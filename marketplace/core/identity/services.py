@@ -93,6 +93,7 @@ def _principal(user: User, org: Organisation) -> Principal:
         org_id=org.id,
         org_kind=OrgKind(org.kind),
         org_name=org.name,
+        org_name_zh=org.name_zh,
         user_id=user.id,
         email=user.email,
         display_name=user.display_name,
@@ -132,7 +133,14 @@ async def principal_for_client(session: AsyncSession, *, client_id: str, jti: st
     if await session.get(RevokedAccessToken, jti) is not None:
         return None
     client, org = row
-    return Principal(org_id=org.id, org_kind=OrgKind(org.kind), org_name=org.name, client_id=client.client_id, scopes=scopes)
+    return Principal(
+        org_id=org.id,
+        org_kind=OrgKind(org.kind),
+        org_name=org.name,
+        org_name_zh=org.name_zh,
+        client_id=client.client_id,
+        scopes=scopes,
+    )
 
 
 async def create_organisation(session: AsyncSession, *, name: str, kind: OrgKind, name_zh: str | None = None) -> Organisation:

@@ -12,12 +12,14 @@ from babel.messages.catalog import Catalog
 from babel.messages.frontend import CommandLineInterface
 from babel.messages.pofile import read_po
 from litestar.testing import TestClient
+from sqlalchemy import Engine
 
 from marketplace.core.http import _STATUS_CODES
 from marketplace.core.identity.schemas import CLIENT_SCOPES
-from marketplace.core.principal import Role
+from marketplace.core.principal import OrgKind, Role
 from marketplace.web import i18n
 from marketplace.web.i18n import choose_locale
+from tests.factories import make_login_session, make_org, make_user
 
 ROOT = Path(__file__).resolve().parents[3]
 TRANSLATIONS = i18n.TRANSLATIONS_DIR
@@ -238,3 +240,13 @@ def test_not_found_page_speaks_the_visitors_language(client: TestClient) -> None
     client.cookies.set("locale", "en")
     english = client.get("/no/such/page", headers={"accept": "text/html", "accept-language": "zh-CN"})
     assert 'lang="en"' in english.text
+
+
+def test_pages_name_the_organisation_in_the_page_language(client: TestClient, engine: Engine) -> None:
+    org = make_org(engine, OrgKind.operator, name="Harbour Data Operations Test", name_zh="港湾数据运营测试")
+    client.cookies.set("market_session", make_login_session(engine, make_user(engine, org)))
+    chinese = client.get("/", headers={"accept-language": "zh-CN"}).text
+    assert "港湾数据运营测试" in chinese
+    english = client.get("/", headers={"accept-language": "en"}).text
+    assert "Harbour Data Operations Test" in english
+    assert "港湾数据运营测试" not in english
