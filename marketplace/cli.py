@@ -100,6 +100,7 @@ def worker(concurrency: int) -> None:
     settings = _settings()
     if not settings.redis_url:
         raise click.ClickException("set MARKET_REDIS_URL: without Redis, tasks and periodic jobs run inside `marketplace serve`")
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
     app = configure_celery(settings)
     app.worker_main(
         [
