@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func
 from sqlalchemy.exc import IntegrityError
@@ -88,12 +89,13 @@ async def end_session(session: AsyncSession, token: str) -> None:
     await session.commit()
 
 
-def _principal(user: User, org: Organisation) -> Principal:
-    return Principal(
-        org_id=org.id,
-        org_kind=OrgKind(org.kind),
-        org_name=org.name,
-        org_name_zh=org.name_zh,
+def _principal(org: Organisation, **who: Any) -> Principal:
+    return Principal(org_id=org.id, org_kind=OrgKind(org.kind), org_name=org.name, org_name_zh=org.name_zh, **who)
+
+
+def _person(user: User, org: Organisation) -> Principal:
+    return _principal(
+        org,
         user_id=user.id,
         email=user.email,
         display_name=user.display_name,
@@ -116,7 +118,7 @@ async def principal_for_session(session: AsyncSession, token: str) -> Principal 
     user, org, login = row
     if login.expires_at <= utcnow() or not user.is_active:
         return None
-    return _principal(user, org)
+    return _person(user, org)
 
 
 async def principal_for_client(session: AsyncSession, *, client_id: str, jti: str, scopes: frozenset[str]) -> Principal | None:
@@ -133,14 +135,7 @@ async def principal_for_client(session: AsyncSession, *, client_id: str, jti: st
     if await session.get(RevokedAccessToken, jti) is not None:
         return None
     client, org = row
-    return Principal(
-        org_id=org.id,
-        org_kind=OrgKind(org.kind),
-        org_name=org.name,
-        org_name_zh=org.name_zh,
-        client_id=client.client_id,
-        scopes=scopes,
-    )
+    return _principal(org, client_id=client.client_id, scopes=scopes)
 
 
 async def create_organisation(session: AsyncSession, *, name: str, kind: OrgKind, name_zh: str | None = None) -> Organisation:
