@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlmodel import SQLModel
 
 from marketplace.core.identity import models as identity_models
+from supervision import models as supervision_models
 
-__all__ = ["SQLModel", "identity_models", "metadata"]
+__all__ = ["SQLModel", "identity_models", "metadata", "supervision_models"]
 
 metadata = SQLModel.metadata

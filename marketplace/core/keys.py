@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
+from pydantic import SecretStr
 
 from marketplace.core.settings import Settings
 
@@ -36,31 +37,36 @@ class SigningKey:
         return {"keys": [data]}
 
 
-def _generate_pem(path: Path) -> bytes:
-    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+def _new_ec_pem() -> bytes:
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    return pem
 
 
 def load_signing_key(settings: Settings) -> SigningKey:
     """The configured key, or the one under ``var/keys`` (created on first run)."""
-    if settings.jwt_private_key is not None:
-        pem = settings.jwt_private_key.get_secret_value().encode()
-    else:
-        path = settings.var_dir / "keys" / "token-signing-key.pem"
-        try:
-            pem = path.read_bytes()
-        except FileNotFoundError:
-            try:
-                pem = _generate_pem(path)
-            except FileExistsError:  # another process created it first
-                pem = path.read_bytes()
+    pem = load_or_create_pem(settings, settings.jwt_private_key, "token-signing-key.pem", _new_ec_pem)
     key = ECKey.import_key(pem)
     if key.as_dict().get("crv") != "P-256":
         raise ValueError("the token signing key must be an EC P-256 key (ES256)")
     return SigningKey(key=key, kid=key.thumbprint())
+
+
+def load_or_create_pem(settings: Settings, configured: SecretStr | None, filename: str, generate: Callable[[], bytes]) -> bytes:
+    """A PEM key from settings, or the one under ``var/keys`` (created on first run, readable by us only)."""
+    if configured is not None:
+        return configured.get_secret_value().encode()
+    path = settings.var_dir / "keys" / filename
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    pem = generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    return pem

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     jwt_private_key: SecretStr | None = Field(
         default=None, description="PEM private key (EC P-256) signing access tokens; generated under var_dir if unset"
     )
+    ledger_private_key: SecretStr | None = Field(
+        default=None, description="PEM Ed25519 key signing ledger checkpoints; generated under var_dir if unset"
+    )
+    ledger_origin: str = Field(default="", description="Checkpoint origin line; defaults to the public host + /ledger")
     public_url: str = Field(default="", description="Public base URL, used as the OAuth issuer")
     host: str = "127.0.0.1"
     port: int = 8000
@@ -57,6 +61,8 @@ class Settings(BaseSettings):
                 problems.append("MARKET_SECRET_KEY must be set to a random value of at least 32 characters")
             if self.jwt_private_key is None:
                 problems.append("MARKET_JWT_PRIVATE_KEY must hold the PEM key that signs access tokens")
+            if self.ledger_private_key is None:
+                problems.append("MARKET_LEDGER_PRIVATE_KEY must hold the PEM Ed25519 key that signs ledger checkpoints")
             if not self.public_url.startswith("https://"):
                 problems.append("MARKET_PUBLIC_URL must be the https:// address of the platform")
             if self.database_url is None or self.database_url.startswith("sqlite"):
@@ -74,6 +80,13 @@ class Settings(BaseSettings):
     def secure_cookies(self) -> bool:
         """Whether cookies carry the Secure flag."""
         return self.cookie_secure if self.cookie_secure is not None else self.env is Environment.production
+
+    @property
+    def checkpoint_origin(self) -> str:
+        """The origin line of ledger checkpoints (c2sp.org/tlog-checkpoint): a schema-less URL prefix."""
+        if self.ledger_origin:
+            return self.ledger_origin
+        return self.issuer.split("://", 1)[-1] + "/ledger"
 
     @property
     def issuer(self) -> str:

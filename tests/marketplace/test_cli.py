@@ -104,6 +104,7 @@ def test_demo_is_refused_in_production(cli_env: dict[str, str]) -> None:
         "MARKET_ENV": "production",
         "MARKET_SECRET_KEY": "s" * 40,
         "MARKET_JWT_PRIVATE_KEY": "pem",
+        "MARKET_LEDGER_PRIVATE_KEY": "pem",
         "MARKET_PUBLIC_URL": "https://market.example.cn",
         "MARKET_DATABASE_URL": "postgresql://u@127.0.0.1:1/x",
     }
@@ -189,7 +190,13 @@ def test_settings_refuse_defaults_in_production() -> None:
     with pytest.raises(ValueError) as refused:
         Settings(env="production")  # type: ignore[arg-type]
     text = str(refused.value)
-    for variable in ("MARKET_SECRET_KEY", "MARKET_JWT_PRIVATE_KEY", "MARKET_PUBLIC_URL", "MARKET_DATABASE_URL"):
+    for variable in (
+        "MARKET_SECRET_KEY",
+        "MARKET_JWT_PRIVATE_KEY",
+        "MARKET_LEDGER_PRIVATE_KEY",
+        "MARKET_PUBLIC_URL",
+        "MARKET_DATABASE_URL",
+    ):
         assert variable in text
 
 

@@ -133,6 +133,7 @@ def test_production_turns_secure_cookies_on_by_default(settings: Settings) -> No
         env=Environment.production,
         secret_key="x" * 40,
         jwt_private_key="-----BEGIN PRIVATE KEY-----",
+        ledger_private_key="-----BEGIN PRIVATE KEY-----",
         public_url="https://market.example.cn",
         database_url="postgresql://db/market",
     )

@@ -1,0 +1,66 @@
+"""Ledger tables: entries (leaves), perfect subtree hashes, the head that sequences appends, checkpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column, LargeBinary, Text
+from sqlmodel import Field, SQLModel
+
+from marketplace.core.types import UTCDateTime, utcnow
+
+
+class LedgerEntry(SQLModel, table=True):
+    """One event: its canonical JSON (the exact bytes hashed) and its leaf hash, at a gap-free index."""
+
+    __tablename__ = "ledger_entry"
+
+    leaf_index: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    event_type: str = Field(max_length=80, index=True)
+    occurred_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    leaf_input: str = Field(sa_column=Column(Text, nullable=False))
+    leaf_hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+
+
+class LedgerNode(SQLModel, table=True):
+    """The hash of a perfect subtree of 2**level leaves starting at leaf position * 2**level (level >= 1)."""
+
+    __tablename__ = "ledger_node"
+
+    level: int = Field(primary_key=True)
+    position: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+
+
+class LedgerHead(SQLModel, table=True):
+    """The single row every append locks: the tree size and its right edge of perfect subtrees."""
+
+    __tablename__ = "ledger_head"
+
+    id: int = Field(default=1, primary_key=True)
+    size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    frontier: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+
+
+class LedgerCheckpoint(SQLModel, table=True):
+    """A signed tree head (C2SP signed note)."""
+
+    __tablename__ = "ledger_checkpoint"
+
+    id: int | None = Field(default=None, primary_key=True)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    root_hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+    note: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class SupervisionAlert(SQLModel, table=True):
+    """A rule hit that supervisors must look at (e.g. the ledger self-check failed)."""
+
+    __tablename__ = "supervision_alert"
+
+    id: int | None = Field(default=None, primary_key=True)
+    rule: str = Field(max_length=80, index=True)
+    severity: str = Field(max_length=16)
+    detail: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)

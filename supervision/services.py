@@ -1,0 +1,359 @@
+"""The ledger: append events in the caller's transaction, serve roots and RFC 9162 proofs from stored
+subtree hashes, sign checkpoints, and check the stored log against them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any, TypeVar
+
+import rfc8785
+from sqlalchemy import and_, func, or_, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from marketplace.core.errors import InvalidInput, NotFound
+from marketplace.core.events import DomainEvent
+from supervision import merkle
+from supervision.models import LedgerCheckpoint, LedgerEntry, LedgerHead, LedgerNode, SupervisionAlert
+from supervision.note import Checkpoint, NoteError, open_checkpoint
+from supervision.signing import LedgerSigner
+
+T = TypeVar("T")
+#: Most entries one read may return.
+MAX_ENTRIES_PER_READ = 1000
+
+
+class LedgerCorrupt(RuntimeError):
+    """The stored log is missing hashes it must have: it was changed outside the ledger."""
+
+
+def canonical_event(index: int, event: DomainEvent) -> bytes:
+    """The exact bytes of a leaf: the event as RFC 8785 canonical JSON, with its index."""
+    document: dict[str, Any] = {
+        "index": index,
+        "type": event.type,
+        "time": event.occurred_at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "actor": {"kind": event.actor.kind, "id": event.actor.id},
+        "orgs": sorted(str(org) for org in event.orgs),
+        "subjects": {key: str(value) for key, value in event.subjects.items()},
+        "payload": dict(event.payload),
+    }
+    return bytes(rfc8785.dumps(document))  # type: ignore[arg-type]
+
+
+async def _lock_head(session: AsyncSession) -> LedgerHead:
+    # The UPDATE takes the row lock first (PostgreSQL) or the write lock (SQLite): appends are serialised,
+    # so indices are contiguous and a rolled-back transaction gives its indices back.
+    lock = update(LedgerHead).where(col(LedgerHead.id) == 1).values(size=LedgerHead.size)
+    result = await session.exec(lock)  # type: ignore[call-overload]
+    if result.rowcount == 0:  # the head row is created with the schema; recreate it if it was removed
+        dialect = session.bind.dialect.name if session.bind else "sqlite"
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        await session.exec(insert(LedgerHead).values(id=1, size=0, frontier="[]").on_conflict_do_nothing())  # type: ignore[call-overload]
+        await session.exec(lock)  # type: ignore[call-overload]
+    return (await session.exec(select(LedgerHead).where(LedgerHead.id == 1).execution_options(populate_existing=True))).one()
+
+
+async def record(session: AsyncSession, event: DomainEvent) -> int:
+    """Append ``event`` to the ledger in the caller's transaction; returns its index. The caller commits."""
+    return (await record_many(session, [event]))[0]
+
+
+async def record_many(session: AsyncSession, events: Sequence[DomainEvent]) -> list[int]:
+    """Append several events under one lock (group commit for high-rate sources); the caller commits."""
+    if not events:
+        return []
+    head = await _lock_head(session)
+    frontier: list[tuple[int, bytes]] = [(level, bytes.fromhex(value)) for level, value in json.loads(head.frontier)]
+    indices = []
+    for event in events:
+        index = head.size
+        leaf_input = canonical_event(index, event)
+        value = merkle.leaf_hash(leaf_input)
+        session.add(
+            LedgerEntry(
+                leaf_index=index,
+                event_type=event.type,
+                occurred_at=event.occurred_at,
+                leaf_input=leaf_input.decode(),
+                leaf_hash=value,
+            )
+        )
+        height, current = 0, value
+        while frontier and frontier[-1][0] == height:
+            current = merkle.node_hash(frontier.pop()[1], current)
+            height += 1
+            session.add(LedgerNode(level=height, position=index >> height, hash=current))
+        frontier.append((height, current))
+        head.size += 1
+        indices.append(index)
+    head.frontier = json.dumps([[level, value.hex()] for level, value in frontier])
+    session.add(head)
+    await session.flush()
+    return indices
+
+
+def _root_of_frontier(frontier: Sequence[tuple[int, bytes]]) -> bytes:
+    if not frontier:
+        return merkle.EMPTY_ROOT
+    current = frontier[-1][1]
+    for _level, value in reversed(frontier[:-1]):
+        current = merkle.node_hash(value, current)
+    return current
+
+
+async def head(session: AsyncSession) -> tuple[int, bytes]:
+    """The current tree size and root, without reading any leaf."""
+    row = await session.get(LedgerHead, 1)
+    if row is None:
+        return 0, merkle.EMPTY_ROOT
+    frontier = [(level, bytes.fromhex(value)) for level, value in json.loads(row.frontier)]
+    return row.size, _root_of_frontier(frontier)
+
+
+async def _perfect_hashes(session: AsyncSession, keys: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    found: dict[tuple[int, int], bytes] = {}
+    leaves = sorted(i for level, i in keys if level == 0)
+    if leaves:
+        rows = await session.exec(
+            select(LedgerEntry.leaf_index, LedgerEntry.leaf_hash).where(col(LedgerEntry.leaf_index).in_(leaves))
+        )
+        found.update({(0, index): value for index, value in rows.all()})
+    by_level: dict[int, list[int]] = {}
+    for level, position in keys:
+        if level:
+            by_level.setdefault(level, []).append(position)
+    if by_level:
+        condition = or_(
+            *(
+                and_(col(LedgerNode.level) == level, col(LedgerNode.position).in_(positions))
+                for level, positions in by_level.items()
+            )
+        )
+        rows2 = await session.exec(select(LedgerNode.level, LedgerNode.position, LedgerNode.hash).where(condition))
+        found.update({(level, position): value for level, position, value in rows2.all()})
+    return found
+
+
+async def _with_stored_hashes(session: AsyncSession, compute: Callable[[Callable[[int, int], bytes]], T]) -> T:
+    """Run ``compute`` twice: once to learn which subtree hashes it needs, then with them read in one go."""
+    needed: set[tuple[int, int]] = set()
+
+    def collect(level: int, position: int) -> bytes:
+        needed.add((level, position))
+        return bytes(merkle.HASH_SIZE)
+
+    compute(collect)
+    stored = await _perfect_hashes(session, needed)
+
+    def lookup(level: int, position: int) -> bytes:
+        try:
+            return stored[(level, position)]
+        except KeyError:
+            raise LedgerCorrupt(f"subtree hash missing at level {level}, position {position}") from None
+
+    return compute(lookup)
+
+
+async def _checked_size(session: AsyncSession, size: int) -> None:
+    current, _root = await head(session)
+    if not 0 <= size <= current:
+        raise InvalidInput(f"The ledger has {current} entries; there is no tree of size {size}.", code="tree_size_out_of_range")
+
+
+async def root_at(session: AsyncSession, size: int) -> bytes:
+    """The root of the tree of the first ``size`` entries, in O(log n) reads."""
+    await _checked_size(session, size)
+    if size == 0:
+        return merkle.EMPTY_ROOT
+    return await _with_stored_hashes(session, lambda perfect: merkle.range_hash(0, size, perfect))
+
+
+async def inclusion_proof(session: AsyncSession, index: int, tree_size: int) -> list[bytes]:
+    """RFC 9162 inclusion proof of entry ``index`` in the tree of ``tree_size`` entries."""
+    await _checked_size(session, tree_size)
+    if not 0 <= index < tree_size:
+        raise InvalidInput(f"Entry {index} is not in a tree of size {tree_size}.", code="index_out_of_range")
+    return await _with_stored_hashes(
+        session, lambda perfect: merkle.inclusion_proof(index, tree_size, lambda a, b: merkle.range_hash(a, b, perfect))
+    )
+
+
+async def consistency_proof(session: AsyncSession, first: int, second: int) -> list[bytes]:
+    """RFC 9162 consistency proof between the trees of ``first`` and ``second`` entries (0 < first <= second)."""
+    await _checked_size(session, second)
+    if not 0 < first <= second:
+        raise InvalidInput("A consistency proof needs 0 < first <= second.", code="tree_size_out_of_range")
+    return await _with_stored_hashes(
+        session, lambda perfect: merkle.consistency_proof(first, second, lambda a, b: merkle.range_hash(a, b, perfect))
+    )
+
+
+async def read_entries(session: AsyncSession, start: int, end: int) -> list[LedgerEntry]:
+    """Entries ``[start, end)``, at most :data:`MAX_ENTRIES_PER_READ` of them."""
+    if start < 0 or end < start:
+        raise InvalidInput("Give 0 <= start <= end.", code="invalid_range")
+    end = min(end, start + MAX_ENTRIES_PER_READ)
+    rows = await session.exec(
+        select(LedgerEntry)
+        .where(col(LedgerEntry.leaf_index) >= start, col(LedgerEntry.leaf_index) < end)
+        .order_by(col(LedgerEntry.leaf_index))
+    )
+    return list(rows.all())
+
+
+async def get_entry(session: AsyncSession, index: int) -> LedgerEntry:
+    """One entry by index."""
+    entry = await session.get(LedgerEntry, index)
+    if entry is None:
+        raise NotFound(f"No ledger entry {index}.", code="entry_not_found")
+    return entry
+
+
+async def latest_checkpoint(session: AsyncSession) -> LedgerCheckpoint | None:
+    """The most recent signed checkpoint."""
+    rows = await session.exec(
+        select(LedgerCheckpoint).order_by(col(LedgerCheckpoint.size).desc(), col(LedgerCheckpoint.id).desc()).limit(1)
+    )
+    return rows.first()
+
+
+async def list_checkpoints(session: AsyncSession) -> list[LedgerCheckpoint]:
+    """Every checkpoint, oldest first."""
+    rows = await session.exec(select(LedgerCheckpoint).order_by(col(LedgerCheckpoint.size), col(LedgerCheckpoint.id)))
+    return list(rows.all())
+
+
+async def sign_checkpoint(session: AsyncSession, signer: LedgerSigner) -> LedgerCheckpoint:
+    """Sign the current tree head, unless the latest checkpoint already covers it. Commits."""
+    size, root = await head(session)
+    latest = await latest_checkpoint(session)
+    if latest is not None and latest.size == size and latest.root_hash == root:
+        return latest
+    note = signer.sign(Checkpoint(origin=signer.origin, size=size, root=root))
+    checkpoint = LedgerCheckpoint(size=size, root_hash=root, note=note)
+    session.add(checkpoint)
+    await session.commit()
+    return checkpoint
+
+
+@dataclass
+class SelfCheck:
+    """What the self-check found: ``ok`` and, if not, the first problem."""
+
+    ok: bool
+    checked_entries: int
+    checkpoints: int
+    problems: list[str] = field(default_factory=list)
+
+
+async def _stored_leaves(session: AsyncSession, size: int, batch: int = 5000) -> Iterable[tuple[int, str, bytes]]:
+    out: list[tuple[int, str, bytes]] = []
+    for start in range(0, size, batch):
+        rows = await session.exec(
+            select(LedgerEntry.leaf_index, LedgerEntry.leaf_input, LedgerEntry.leaf_hash)
+            .where(col(LedgerEntry.leaf_index) >= start, col(LedgerEntry.leaf_index) < min(size, start + batch))
+            .order_by(col(LedgerEntry.leaf_index))
+        )
+        out.extend(rows.all())
+    return out
+
+
+async def _check_stored_nodes(session: AsyncSession, tree: merkle.MemoryTree) -> list[str]:
+    """Every stored subtree hash inside the checked tree equals the one recomputed from the entries."""
+    rows = await session.exec(select(LedgerNode.level, LedgerNode.position, LedgerNode.hash))
+    seen = 0
+    for level, position, value in rows.all():
+        if (position + 1) << level > tree.size:
+            continue  # beyond the last checkpoint: checked next time
+        seen += 1
+        if tree.perfect(level, position) != value:
+            return [f"stored subtree hash at level {level}, position {position} disagrees with the entries"]
+    expected = sum(tree.size >> level for level in range(1, tree.size.bit_length()))
+    if seen != expected:
+        return [f"{expected - seen} stored subtree hashes are missing"]
+    return []
+
+
+async def self_check(session: AsyncSession, signer: LedgerSigner) -> SelfCheck:
+    """Recompute the log from the stored leaf inputs and check it against every signed checkpoint.
+
+    Detects edited, deleted, inserted or reordered entries, stored hashes that disagree with their
+    inputs, and checkpoints whose signature or root do not hold. Raises an alert when anything is off.
+    """
+    checkpoints = await list_checkpoints(session)
+    size = checkpoints[-1].size if checkpoints else 0
+    problems: list[str] = []
+    roots: dict[int, bytes] = {}
+    wanted = {cp.size for cp in checkpoints}
+    tree = merkle.MemoryTree()
+    if 0 in wanted:
+        roots[0] = merkle.EMPTY_ROOT
+    for expected_index, (index, leaf_input, stored_hash) in enumerate(await _stored_leaves(session, size)):
+        if index != expected_index:
+            problems.append(f"entry {expected_index} is missing")
+            break
+        data = leaf_input.encode()
+        computed = merkle.leaf_hash(data)
+        if computed != stored_hash:
+            problems.append(f"entry {index}: stored leaf hash does not match its contents")
+            break
+        try:
+            claimed_index = json.loads(data)["index"]
+        except (ValueError, KeyError, TypeError):
+            claimed_index = None
+        if claimed_index != index:
+            problems.append(f"entry {index}: its contents name index {claimed_index}")
+            break
+        tree.append_hash(computed)
+        if tree.size in wanted:
+            roots[tree.size] = tree.root()
+    if not problems and tree.size < size:
+        problems.append(f"entry {tree.size} is missing")
+    if not problems:
+        head_size, _root = await head(session)
+        count, highest = (
+            await session.exec(select(func.count(), func.max(LedgerEntry.leaf_index)).select_from(LedgerEntry))
+        ).one()
+        if count != head_size or (highest if highest is not None else -1) != head_size - 1:
+            problems.append(f"the log holds {count} entries up to index {highest}, but its head says {head_size}")
+    if not problems:
+        for cp in checkpoints:
+            try:
+                opened = open_checkpoint(cp.note, signer.verifier, origin=signer.origin)
+            except NoteError as exc:
+                problems.append(f"checkpoint at size {cp.size}: {exc}")
+                break
+            if (opened.size, opened.root) != (cp.size, cp.root_hash):
+                problems.append(f"checkpoint at size {cp.size}: stored size or root differ from the signed note")
+                break
+            if roots.get(cp.size) != cp.root_hash:
+                problems.append(f"checkpoint at size {cp.size}: the stored entries do not give its root")
+                break
+        if not problems:
+            problems.extend(await _check_stored_nodes(session, tree))
+    result = SelfCheck(ok=not problems, checked_entries=tree.size, checkpoints=len(checkpoints), problems=problems)
+    if problems:
+        session.add(SupervisionAlert(rule="ledger.self_check_failed", severity="critical", detail="; ".join(problems)))
+        await session.commit()
+    return result
+
+
+def entry_view(entry: LedgerEntry) -> dict[str, Any]:
+    """An entry as the interface shows it: index, base64 of the exact hashed bytes, and the event decoded."""
+    raw = entry.leaf_input.encode()
+    return {"index": entry.leaf_index, "leaf_input": base64.b64encode(raw).decode(), "event": json.loads(raw)}
+
+
+async def count_alerts(session: AsyncSession, rule: str) -> int:
+    """How many alerts of ``rule`` were raised."""
+    return int(
+        (await session.exec(select(func.count()).select_from(SupervisionAlert).where(SupervisionAlert.rule == rule))).one()
+    )
