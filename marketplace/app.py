@@ -19,6 +19,8 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+import supervision.services
+from marketplace.core import events
 from marketplace.core.cache import create_cache
 from marketplace.core.db import Database
 from marketplace.core.health import HealthController
@@ -38,9 +40,18 @@ from marketplace.core.settings import Settings, load_settings
 from marketplace.core.tasks import PERIODIC_JOBS, InProcessScheduler, configure_celery
 from marketplace.web import i18n
 from marketplace.web.pages import LocaleMiddleware, PageController, install_page_globals, prepare_error_page
+from supervision.api import LedgerController
+from supervision.signing import load_ledger_signer
 
 WEB_DIR = Path(__file__).parent / "web"
 log = logging.getLogger(__name__)
+#: Every domain's task module, registered with Celery by the composition root.
+DOMAIN_TASK_MODULES = ["supervision.tasks"]
+
+
+def connect_domains() -> None:
+    """Wire the domains together: every domain event core publishes goes to the ledger, in its transaction."""
+    events.subscribe(supervision.services.record)
 
 
 def _jinja(engine: JinjaTemplateEngine) -> None:
@@ -58,7 +69,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     token_server = TokenServer(
         signing_key=signing_key, issuer=settings.issuer, access_token_ttl=settings.access_token_ttl_seconds
     )
-    configure_celery(settings)
+    ledger_signer = load_ledger_signer(settings)
+    connect_domains()
+    configure_celery(settings, DOMAIN_TASK_MODULES)
     i18n.load_catalogues()
 
     @asynccontextmanager
@@ -85,6 +98,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             OrganisationController,
             ApiClientController,
             OAuthController,
+            LedgerController,
             PageController,
             create_static_files_router(path="/static", directories=[WEB_DIR / "static"], include_in_schema=False),
         ],
@@ -113,6 +127,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "settings": settings,
                 "signing_key": signing_key,
                 "token_server": token_server,
+                "ledger_signer": ledger_signer,
                 "prepare_error_page": prepare_error_page,
             }
         ),

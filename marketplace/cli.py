@@ -24,6 +24,10 @@ def _settings() -> Settings:
 
 
 def _run_in_session(settings: Settings, work: Any) -> Any:
+    from marketplace.app import connect_domains
+
+    connect_domains()
+
     async def main() -> Any:
         database = Database(settings.resolved_database_url, pool_size=2)
         try:
@@ -60,7 +64,17 @@ def demo(quiet: bool) -> None:
     settings = _settings()
     if settings.env is Environment.production:
         raise click.ClickException("the demo has published passwords and is refused in production")
-    data = _run_in_session(settings, seed_demo)
+    from supervision.services import sign_checkpoint
+    from supervision.signing import load_ledger_signer
+
+    signer = load_ledger_signer(settings)
+
+    async def seed_and_sign(session: Any) -> Any:
+        seeded = await seed_demo(session)
+        await sign_checkpoint(session, signer)
+        return seeded
+
+    data = _run_in_session(settings, seed_and_sign)
     path = settings.var_dir / "demo-accounts.json"
     write_accounts(path, data)
     if quiet:
@@ -100,8 +114,11 @@ def worker(concurrency: int) -> None:
     settings = _settings()
     if not settings.redis_url:
         raise click.ClickException("set MARKET_REDIS_URL: without Redis, tasks and periodic jobs run inside `marketplace serve`")
+    from marketplace.app import DOMAIN_TASK_MODULES, connect_domains
+
     settings.var_dir.mkdir(parents=True, exist_ok=True)
-    app = configure_celery(settings)
+    connect_domains()
+    app = configure_celery(settings, DOMAIN_TASK_MODULES)
     app.worker_main(
         [
             "worker",

@@ -25,7 +25,7 @@ from marketplace.core.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Modules holding tasks; imported when Celery is configured so every task is registered.
+#: Core modules holding tasks; the composition root (app, cli) adds every domain's ``tasks`` module.
 TASK_MODULES = ["marketplace.core.identity.tasks"]
 
 celery_app = Celery("marketplace")
@@ -53,10 +53,10 @@ def periodic(seconds: float) -> Callable[[T], T]:
     return mark
 
 
-def configure_celery(settings: Settings) -> Celery:
-    """Point the Celery app at Redis, or make it run tasks in-process."""
+def configure_celery(settings: Settings, task_modules: list[str] | None = None) -> Celery:
+    """Point the Celery app at Redis, or make it run tasks in-process; import (register) the task modules."""
     _state["settings"] = settings
-    for module in TASK_MODULES:
+    for module in [*TASK_MODULES, *(task_modules or [])]:
         importlib.import_module(module)
     if settings.redis_url:
         celery_app.conf.update(

@@ -17,7 +17,6 @@ from marketplace.core.settings import Settings
 from supervision import merkle, services
 from supervision.note import NoteError, open_checkpoint, parse_vkey
 from supervision.signing import LedgerSigner, load_ledger_signer
-from tests import settings as test_settings
 from tests.supervision.ledger_helpers import event, run
 
 
@@ -90,7 +89,6 @@ def test_group_commit_appends_many_under_one_lock(database_url: str, engine: Eng
     assert merkle.root_of(_leaf_hashes(engine)) == run(database_url, lambda s: services.root_at(s, 50))
 
 
-@pytest.mark.skipif(test_settings.database_profile() != "postgres", reason="concurrent writers are a PostgreSQL property")
 def test_concurrent_writers_get_gap_free_indices(database_url: str, engine: Engine) -> None:
     writers, per_writer = 16, 10
 

@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.core.cache import Cache
 from marketplace.core.errors import Conflict, Forbidden, NotAuthenticated, NotFound, TooManyRequests
+from marketplace.core.events import Actor, DomainEvent, publish
 from marketplace.core.identity.models import ApiClient, LoginSession, Organisation, RevokedAccessToken, User
 from marketplace.core.identity.passwords import digest, hash_password, new_token, verify_password
 from marketplace.core.identity.schemas import CLIENT_SCOPES, ApiClientCreate, UserCreate
@@ -79,13 +80,26 @@ async def start_session(session: AsyncSession, user: User, *, ttl_seconds: int) 
     session.add(LoginSession(token_hash=digest(token), user_id=user.id, expires_at=now + timedelta(seconds=ttl_seconds)))
     user.last_login_at = now
     session.add(user)
+    await publish(
+        session,
+        DomainEvent("identity.signed_in", Actor("user", str(user.id)), orgs=(user.org_id,), subjects={"user": str(user.id)}),
+    )
     await session.commit()
     return token
 
 
 async def end_session(session: AsyncSession, token: str) -> None:
     """Close the session the token belongs to; unknown tokens are ignored."""
-    await session.exec(delete(LoginSession).where(col(LoginSession.token_hash) == digest(token)))  # type: ignore[call-overload]
+    login = await session.get(LoginSession, digest(token))
+    if login is None:
+        return
+    user = await session.get(User, login.user_id)
+    await session.delete(login)
+    if user is not None:
+        await publish(
+            session,
+            DomainEvent("identity.signed_out", Actor("user", str(user.id)), orgs=(user.org_id,), subjects={"user": str(user.id)}),
+        )
     await session.commit()
 
 
@@ -138,15 +152,33 @@ async def principal_for_client(session: AsyncSession, *, client_id: str, jti: st
     return _principal(org, client_id=client.client_id, scopes=scopes)
 
 
-async def create_organisation(session: AsyncSession, *, name: str, kind: OrgKind, name_zh: str | None = None) -> Organisation:
-    """Register an organisation as one of the five parties (CLI and demo; owners onboard others later)."""
-    org = Organisation(name=name, kind=kind, name_zh=name_zh)
-    session.add(org)
+async def _insert_unique(session: AsyncSession, record: Any, conflict: Conflict) -> None:
+    """Insert ``record`` now, so a duplicate is refused with ``conflict`` before anything else is written."""
+    session.add(record)
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError:
         await session.rollback()
-        raise Conflict("An organisation with this name already exists.", code="org_name_taken") from None
+        raise conflict from None
+
+
+async def create_organisation(
+    session: AsyncSession, *, name: str, kind: OrgKind, name_zh: str | None = None, actor: Actor | None = None
+) -> Organisation:
+    """Register an organisation as one of the five parties (CLI and demo; owners onboard others later)."""
+    org = Organisation(name=name, kind=kind, name_zh=name_zh)
+    await _insert_unique(session, org, Conflict("An organisation with this name already exists.", code="org_name_taken"))
+    await publish(
+        session,
+        DomainEvent(
+            "identity.organisation_registered",
+            actor or Actor.of(None),
+            orgs=(org.id,),
+            subjects={"organisation": str(org.id)},
+            payload={"kind": kind.value},
+        ),
+    )
+    await session.commit()
     return org
 
 
@@ -190,7 +222,7 @@ async def list_users(session: AsyncSession, principal: Principal) -> list[User]:
     return list((await session.exec(stmt.order_by(col(User.email)))).all())
 
 
-async def add_user(session: AsyncSession, *, org_id: uuid.UUID, data: UserCreate) -> User:
+async def add_user(session: AsyncSession, *, org_id: uuid.UUID, data: UserCreate, actor: Actor | None = None) -> User:
     """Create a user in ``org_id``. Used by org admins (through :func:`create_member`) and the CLI."""
     user = User(
         org_id=org_id,
@@ -199,12 +231,18 @@ async def add_user(session: AsyncSession, *, org_id: uuid.UUID, data: UserCreate
         role=data.role,
         password_hash=hash_password(data.password),
     )
-    session.add(user)
-    try:
-        await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        raise Conflict("A user with this e-mail already exists.", code="email_taken") from None
+    await _insert_unique(session, user, Conflict("A user with this e-mail already exists.", code="email_taken"))
+    await publish(
+        session,
+        DomainEvent(
+            "identity.user_added",
+            actor or Actor.of(None),
+            orgs=(org_id,),
+            subjects={"user": str(user.id)},
+            payload={"role": Role(data.role).value},
+        ),
+    )
+    await session.commit()
     return user
 
 
@@ -212,7 +250,7 @@ async def create_member(session: AsyncSession, principal: Principal, data: UserC
     """An org admin adds a member to their own organisation."""
     if not principal.is_org_admin:
         raise Forbidden("Only an administrator of your organisation can add members.", code="org_admin_required")
-    return await add_user(session, org_id=principal.org_id, data=data)
+    return await add_user(session, org_id=principal.org_id, data=data, actor=Actor.of(principal))
 
 
 async def list_api_clients(session: AsyncSession, principal: Principal) -> list[ApiClient]:
@@ -243,6 +281,7 @@ async def create_api_client(session: AsyncSession, principal: Principal, data: A
         client_id=new_token("mkc_", 12),
         secret=secret,
         created_by=principal.user_id,
+        actor=Actor.of(principal),
     )
     return client, secret
 
@@ -256,12 +295,23 @@ async def add_api_client(
     client_id: str,
     secret: str,
     created_by: uuid.UUID | None,
+    actor: Actor | None = None,
 ) -> ApiClient:
     """Store an API client with the digest of its secret (also used by the demo seed)."""
     client = ApiClient(
         name=name, scope=" ".join(scopes), client_id=client_id, secret_hash=digest(secret), org_id=org_id, created_by=created_by
     )
     session.add(client)
+    await publish(
+        session,
+        DomainEvent(
+            "identity.api_client_created",
+            actor or (Actor("user", str(created_by)) if created_by else Actor.of(None)),
+            orgs=(org_id,),
+            subjects={"api_client": client_id},
+            payload={"scope": sorted(scopes)},
+        ),
+    )
     await session.commit()
     return client
 
@@ -277,6 +327,15 @@ async def revoke_api_client(session: AsyncSession, principal: Principal, client_
     if client.revoked_at is None:
         client.revoked_at = utcnow()
         session.add(client)
+        await publish(
+            session,
+            DomainEvent(
+                "identity.api_client_revoked",
+                Actor.of(principal),
+                orgs=(client.org_id,),
+                subjects={"api_client": client.client_id},
+            ),
+        )
         await session.commit()
     return client
 
@@ -287,9 +346,18 @@ async def find_client(session: AsyncSession, client_id: str) -> ApiClient | None
 
 
 async def note_client_used(session: AsyncSession, client: ApiClient) -> None:
-    """Remember when a client last obtained a token."""
+    """Remember that a client obtained an access token (and put it in the ledger)."""
     client.last_used_at = utcnow()
     session.add(client)
+    await publish(
+        session,
+        DomainEvent(
+            "identity.access_token_issued",
+            Actor("client", client.client_id),
+            orgs=(client.org_id,),
+            subjects={"api_client": client.client_id},
+        ),
+    )
     await session.commit()
 
 
@@ -297,6 +365,12 @@ async def revoke_access_token(session: AsyncSession, *, jti: str, client_id: str
     """Mark an access token revoked until it would have expired (RFC 7009). Idempotent."""
     if await session.get(RevokedAccessToken, jti) is None:
         session.add(RevokedAccessToken(jti=jti, client_id=client_id, expires_at=expires_at))
+        await publish(
+            session,
+            DomainEvent(
+                "identity.access_token_revoked", Actor("client", client_id), subjects={"api_client": client_id, "jti": jti}
+            ),
+        )
         try:
             await session.commit()
         except IntegrityError:  # revoked concurrently: the outcome is the same
