@@ -8,7 +8,7 @@ import base64
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import Any, TypeVar
 
 import rfc8785
@@ -20,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.core.errors import InvalidInput, NotFound
 from marketplace.core.events import DomainEvent
+from marketplace.core.types import utcnow
 from supervision import merkle
 from supervision.models import LedgerCheckpoint, LedgerEntry, LedgerHead, LedgerNode, SupervisionAlert
 from supervision.note import Checkpoint, NoteError, open_checkpoint
@@ -357,3 +358,13 @@ async def count_alerts(session: AsyncSession, rule: str) -> int:
     return int(
         (await session.exec(select(func.count()).select_from(SupervisionAlert).where(SupervisionAlert.rule == rule))).one()
     )
+
+
+async def daily_growth(session: AsyncSession, days: int = 30) -> list[tuple[str, int]]:
+    """Entries recorded per day over the last ``days`` days (oldest first), for the growth chart."""
+    since = utcnow() - timedelta(days=days)
+    day = func.date(LedgerEntry.occurred_at)
+    rows = await session.exec(
+        select(day, func.count()).where(col(LedgerEntry.occurred_at) >= since).group_by(day).order_by(day)  # type: ignore[call-overload]
+    )
+    return [(str(d), int(n)) for d, n in rows.all()]

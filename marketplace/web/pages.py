@@ -71,6 +71,8 @@ def navigation(principal: Principal) -> list[NavItem]:
     items = [NavItem(_n("Home"), "/", "home"), NavItem(_n("Organisation"), "/account/members", "members")]
     if principal.org_kind is OrgKind.buyer:
         items.append(NavItem(_n("API clients"), "/account/clients", "clients"))
+    if principal.org_kind in (OrgKind.owner, OrgKind.regulator, OrgKind.auditor):
+        items.append(NavItem(_n("Ledger"), "/supervision/ledger", "ledger"))
     items.append(NavItem(_n("API reference"), "/schema", "api"))
     return items
 
@@ -143,7 +145,7 @@ def page(request: Request[Any, Any, Any], template: str, status_code: int = 200,
     return Template(template_name=template, status_code=status_code, context={"me": request.scope.get("user"), **context})
 
 
-def _login_redirect(request: Request[Any, Any, Any]) -> Redirect:
+def login_redirect(request: Request[Any, Any, Any]) -> Redirect:
     return Redirect(f"/login?next={quote(request.url.path)}", status_code=HTTP_303_SEE_OTHER)
 
 
@@ -264,7 +266,7 @@ class PageController(Controller):
     async def members(self, request: Request[Any, Any, Any], db_session: DbSession) -> Template | Redirect:
         principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
         if principal is None:
-            return _login_redirect(request)
+            return login_redirect(request)
         org = await services.get_organisation(db_session, principal.org_id)
         users = [u for u in await services.list_users(db_session, principal) if u.org_id == principal.org_id]
         return page(request, "members.html", org=org, users=users, errors=[], form=MemberForm(), roles=list(Role))
@@ -278,7 +280,7 @@ class PageController(Controller):
     ) -> Template | Redirect:
         principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
         if principal is None:
-            return _login_redirect(request)
+            return login_redirect(request)
         errors: list[str] = []
         try:
             await services.create_member(
@@ -304,7 +306,7 @@ class PageController(Controller):
     ) -> Template | Redirect:
         principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
         if principal is None:
-            return _login_redirect(request)
+            return login_redirect(request)
         if principal.org_kind is not OrgKind.buyer:
             return _not_a_buyer(request)
         clients = await services.list_api_clients(db_session, principal)
@@ -325,7 +327,7 @@ class PageController(Controller):
     ) -> Template | Redirect:
         principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
         if principal is None:
-            return _login_redirect(request)
+            return login_redirect(request)
         if principal.org_kind is not OrgKind.buyer:
             return _not_a_buyer(request)
         scope = [data.scope] if isinstance(data.scope, str) else data.scope
@@ -360,6 +362,6 @@ class PageController(Controller):
     ) -> Redirect:
         principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
         if principal is None:
-            return _login_redirect(request)
+            return login_redirect(request)
         await services.revoke_api_client(db_session, principal, client_uuid)
         return Redirect("/account/clients", status_code=HTTP_303_SEE_OTHER)

@@ -34,8 +34,8 @@ PARTY_TITLES = {
     OrgKind.auditor: {"en": "Third-party auditor", "zh-CN": "第三方审计机构"},
 }
 NAV_LABELS = {
-    "en": {"home": "Home", "members": "Organisation", "clients": "API clients", "api": "API reference"},
-    "zh-CN": {"home": "首页", "members": "本单位", "clients": "API 客户端", "api": "API 参考文档"},
+    "en": {"home": "Home", "members": "Organisation", "clients": "API clients", "ledger": "Ledger", "api": "API reference"},
+    "zh-CN": {"home": "首页", "members": "本单位", "clients": "API 客户端", "ledger": "存证账本", "api": "API 参考文档"},
 }
 WORDS = {
     "en": {
@@ -82,7 +82,10 @@ def expect_home_of(page: Page, live_server: LiveServer, kind: OrgKind, org_name:
     expect(page.locator(f'[data-home="{kind.value}"] h1')).to_have_text(f"{title} · {org_name}")
     expect(page.locator(f'header [data-party="{kind.value}"]')).to_contain_text(org_name)
     expect(page.locator(f'header [data-party="{kind.value}"]')).to_contain_text(title)
-    keys = ["home", "members", "clients", "api"] if kind is OrgKind.buyer else ["home", "members", "api"]
+    keys = {
+        OrgKind.buyer: ["home", "members", "clients", "api"],
+        OrgKind.operator: ["home", "members", "api"],
+    }.get(kind, ["home", "members", "ledger", "api"])
     nav = page.get_by_role("navigation", name="主导航" if lang == "zh-CN" else "Main navigation").locator("[data-nav]")
     expect(nav).to_have_text([NAV_LABELS[lang][k] for k in keys])
     assert nav.evaluate_all("links => links.map(a => a.dataset.nav)") == keys

@@ -131,6 +131,8 @@ CASES = [
     Case("GET", "/api/supervision/ledger/export", _by(401, 200, 403, 403, 403, 200, 200)),
     Case("POST", "/api/supervision/ledger/checkpoint", _by(401, 200, 403, 403, 403, 403, 403)),
     Case("POST", "/api/supervision/ledger/self-check", _by(401, 200, 403, 403, 403, 200, 200)),
+    Case("GET", "/supervision/ledger", _by(303, 200, 403, 403, 403, 200, 200)),
+    Case("POST", "/supervision/ledger/verify", _by(303, 200, 403, 403, 403, 200, 200), form=lambda _p, _w: {}),
     Case("GET", "/", _all(200)),
     Case("GET", "/static/site.css", _all(200)),
     Case("GET", "/login", _people(200, 303)),
