@@ -111,7 +111,7 @@ class LedgerController(Controller):
         size, _root = await services.head(db_session)
         await _record_read(request, db_session, "ledger.exported", {"size": size})
         return Stream(
-            export_lines(db_session, state.ledger_signer),
+            export_lines(state.db.session, state.ledger_signer),
             media_type="application/x-ndjson",
             headers={"Content-Disposition": 'attachment; filename="ledger-export.jsonl"'},
         )

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -23,8 +24,20 @@ FORMAT = "market-ledger-export/1"
 BATCH = 5000
 
 
-async def export_lines(session: AsyncSession, signer: LedgerSigner) -> AsyncIterator[bytes]:
-    """The export, line by line, of the log as it is when the export starts."""
+async def export_lines(
+    open_session: Callable[[], AbstractAsyncContextManager[AsyncSession]], signer: LedgerSigner
+) -> AsyncIterator[bytes]:
+    """The export, line by line, of the log as it is when the export starts.
+
+    The stream outlives the request handler, so it opens (and always closes) its own session
+    rather than borrowing the request's, which is closed once the handler returns.
+    """
+    async with open_session() as session:
+        async for line in _lines(session, signer):
+            yield line
+
+
+async def _lines(session: AsyncSession, signer: LedgerSigner) -> AsyncIterator[bytes]:
     size, _root = await services.head(session)
     checkpoints = [cp for cp in await services.list_checkpoints(session) if cp.size <= size]
     header = {"format": FORMAT, "origin": signer.origin, "vkey": signer.vkey, "size": size, "checkpoints": len(checkpoints)}
