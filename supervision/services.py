@@ -5,6 +5,7 @@ subtree hashes, sign checkpoints, and check the stored log against them.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from datetime import UTC, timedelta
 from typing import Any, TypeVar
 
 import rfc8785
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import TextClause, func, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
@@ -112,39 +113,41 @@ def _root_of_frontier(frontier: Sequence[tuple[int, bytes]]) -> bytes:
 
 async def head(session: AsyncSession) -> tuple[int, bytes]:
     """The current tree size and root, without reading any leaf."""
-    row = await session.get(LedgerHead, 1)
+    connection = await session.connection()
+    row = (await connection.execute(_HEAD_READ)).first()
     if row is None:
         return 0, merkle.EMPTY_ROOT
     frontier = [(level, bytes.fromhex(value)) for level, value in json.loads(row.frontier)]
     return row.size, _root_of_frontier(frontier)
 
 
-async def _perfect_hashes(session: AsyncSession, keys: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    found: dict[tuple[int, int], bytes] = {}
-    leaves = sorted(i for level, i in keys if level == 0)
+_HEAD_READ = text("SELECT size, frontier FROM ledger_head WHERE id = 1")
+
+
+@functools.lru_cache(maxsize=512)
+def _hash_read(leaves: int, nodes: int) -> TextClause:
+    """One statement reading the head's size, ``leaves`` leaf hashes and ``nodes`` subtree hashes.
+
+    Its text depends only on the two counts, so the database and SQLAlchemy prepare it once per shape
+    (a proof at a million leaves has one of a few dozen shapes). Subtree hashes are OR-ed primary-key
+    point lookups: SQLite plans a row-value ``(level, position) IN (...)`` as a full scan.
+    """
+    parts = ["SELECT -1 AS level, size AS position, NULL AS hash FROM ledger_head WHERE id = 1"]
     if leaves:
-        rows = await session.exec(
-            select(LedgerEntry.leaf_index, LedgerEntry.leaf_hash).where(col(LedgerEntry.leaf_index).in_(leaves))
-        )
-        found.update({(0, index): value for index, value in rows.all()})
-    by_level: dict[int, list[int]] = {}
-    for level, position in keys:
-        if level:
-            by_level.setdefault(level, []).append(position)
-    if by_level:
-        condition = or_(
-            *(
-                and_(col(LedgerNode.level) == level, col(LedgerNode.position).in_(positions))
-                for level, positions in by_level.items()
-            )
-        )
-        rows2 = await session.exec(select(LedgerNode.level, LedgerNode.position, LedgerNode.hash).where(condition))
-        found.update({(level, position): value for level, position, value in rows2.all()})
-    return found
+        wanted = ", ".join(f":x{i}" for i in range(leaves))
+        parts.append(f"SELECT 0, leaf_index, leaf_hash FROM ledger_entry WHERE leaf_index IN ({wanted})")  # noqa: S608 (placeholders)
+    if nodes:
+        keys = " OR ".join(f"(level = :l{i} AND position = :p{i})" for i in range(nodes))
+        parts.append(f"SELECT level, position, hash FROM ledger_node WHERE {keys}")  # noqa: S608 (placeholders)
+    return text(" UNION ALL ".join(parts))
 
 
-async def _with_stored_hashes(session: AsyncSession, compute: Callable[[Callable[[int, int], bytes]], T]) -> T:
-    """Run ``compute`` twice: once to learn which subtree hashes it needs, then with them read in one go."""
+async def _with_stored_hashes(session: AsyncSession, size: int, compute: Callable[[Callable[[int, int], bytes]], T]) -> T:
+    """Run ``compute`` over the tree of ``size`` entries with the subtree hashes it needs, read in one round trip.
+
+    ``compute`` runs twice: once to learn which hashes it needs (it depends only on the sizes asked
+    for), then with the hashes, after ``size`` is checked against the size read in the same statement.
+    """
     needed: set[tuple[int, int]] = set()
 
     def collect(level: int, position: int) -> bytes:
@@ -152,7 +155,21 @@ async def _with_stored_hashes(session: AsyncSession, compute: Callable[[Callable
         return bytes(merkle.HASH_SIZE)
 
     compute(collect)
-    stored = await _perfect_hashes(session, needed)
+    leaves = [position for level, position in needed if level == 0]
+    nodes = [key for key in needed if key[0]]
+    params: dict[str, int] = {f"x{i}": position for i, position in enumerate(leaves)}
+    for i, (level, position) in enumerate(nodes):
+        params[f"l{i}"], params[f"p{i}"] = level, position
+    connection = await session.connection()
+    stored: dict[tuple[int, int], bytes] = {}
+    current = 0
+    for level, position, value in await connection.execute(_hash_read(len(leaves), len(nodes)), params):
+        if level < 0:
+            current = position
+        else:
+            stored[(level, position)] = bytes(value)
+    if not 0 <= size <= current:
+        raise InvalidInput(f"The ledger has {current} entries; there is no tree of size {size}.", code="tree_size_out_of_range")
 
     def lookup(level: int, position: int) -> bytes:
         try:
@@ -163,37 +180,34 @@ async def _with_stored_hashes(session: AsyncSession, compute: Callable[[Callable
     return compute(lookup)
 
 
-async def _checked_size(session: AsyncSession, size: int) -> None:
-    current, _root = await head(session)
-    if not 0 <= size <= current:
-        raise InvalidInput(f"The ledger has {current} entries; there is no tree of size {size}.", code="tree_size_out_of_range")
-
-
 async def root_at(session: AsyncSession, size: int) -> bytes:
-    """The root of the tree of the first ``size`` entries, in O(log n) reads."""
-    await _checked_size(session, size)
-    if size == 0:
-        return merkle.EMPTY_ROOT
-    return await _with_stored_hashes(session, lambda perfect: merkle.range_hash(0, size, perfect))
+    """The root of the tree of the first ``size`` entries, in one read of O(log n) hashes."""
+    if size < 0:
+        raise InvalidInput(f"There is no tree of size {size}.", code="tree_size_out_of_range")
+    return await _with_stored_hashes(
+        session, size, lambda perfect: merkle.range_hash(0, size, perfect) if size else merkle.EMPTY_ROOT
+    )
 
 
 async def inclusion_proof(session: AsyncSession, index: int, tree_size: int) -> list[bytes]:
     """RFC 9162 inclusion proof of entry ``index`` in the tree of ``tree_size`` entries."""
-    await _checked_size(session, tree_size)
     if not 0 <= index < tree_size:
+        await _with_stored_hashes(session, tree_size, lambda _perfect: None)  # names a size out of range first
         raise InvalidInput(f"Entry {index} is not in a tree of size {tree_size}.", code="index_out_of_range")
     return await _with_stored_hashes(
-        session, lambda perfect: merkle.inclusion_proof(index, tree_size, lambda a, b: merkle.range_hash(a, b, perfect))
+        session,
+        tree_size,
+        lambda perfect: merkle.inclusion_proof(index, tree_size, lambda a, b: merkle.range_hash(a, b, perfect)),
     )
 
 
 async def consistency_proof(session: AsyncSession, first: int, second: int) -> list[bytes]:
     """RFC 9162 consistency proof between the trees of ``first`` and ``second`` entries (0 < first <= second)."""
-    await _checked_size(session, second)
     if not 0 < first <= second:
+        await _with_stored_hashes(session, second, lambda _perfect: None)
         raise InvalidInput("A consistency proof needs 0 < first <= second.", code="tree_size_out_of_range")
     return await _with_stored_hashes(
-        session, lambda perfect: merkle.consistency_proof(first, second, lambda a, b: merkle.range_hash(a, b, perfect))
+        session, second, lambda perfect: merkle.consistency_proof(first, second, lambda a, b: merkle.range_hash(a, b, perfect))
     )
 
 

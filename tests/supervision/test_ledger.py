@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from marketplace.core.db import Database
 from marketplace.core.settings import Settings
 from supervision import merkle, services
+from supervision.export import export_lines
 from supervision.note import NoteError, open_checkpoint, parse_vkey
 from supervision.signing import LedgerSigner, load_ledger_signer
 from tests.supervision.ledger_helpers import event, run
@@ -161,6 +165,7 @@ TAMPERING = {
     "delete": "DELETE FROM ledger_entry WHERE leaf_index = 2",
     "reorder": None,
     "insert": None,
+    "insert-in-the-middle": None,  # a forged event at 3, the rest moved up one, the head grown to match
     "node": "UPDATE ledger_node SET hash = leaf_hash FROM ledger_entry WHERE ledger_node.level = 1 AND ledger_node.position = 0 AND ledger_entry.leaf_index = 5",
 }
 
@@ -190,6 +195,18 @@ def _tamper(engine: Engine, how: str) -> None:
                 ),
                 {"t": row[0], "o": row[1], "i": forged, "h": merkle.leaf_hash(forged.encode())},
             )
+        elif how == "insert-in-the-middle":
+            row = conn.execute(text("SELECT event_type, occurred_at, leaf_input FROM ledger_entry WHERE leaf_index = 3")).one()
+            conn.execute(text("UPDATE ledger_entry SET leaf_index = leaf_index + 1000 WHERE leaf_index >= 3"))
+            conn.execute(text("UPDATE ledger_entry SET leaf_index = leaf_index - 999 WHERE leaf_index >= 1000"))
+            forged = row[2].replace('"n":3', '"n":33')
+            conn.execute(
+                text(
+                    "INSERT INTO ledger_entry (leaf_index, event_type, occurred_at, leaf_input, leaf_hash) VALUES (3, :t, :o, :i, :h)"
+                ),
+                {"t": row[0], "o": row[1], "i": forged, "h": merkle.leaf_hash(forged.encode())},
+            )
+            conn.execute(text("UPDATE ledger_head SET size = size + 1 WHERE id = 1"))
         elif how == "node" and str(engine.url).startswith("sqlite"):
             conn.execute(text("UPDATE ledger_node SET hash = zeroblob(32) WHERE level = 1 AND position = 0"))
         else:
@@ -206,6 +223,47 @@ def test_self_check_detects_changes_made_in_sql(database_url: str, engine: Engin
     assert not result.ok, how
     assert result.problems
     assert run(database_url, lambda s: services.count_alerts(s, "ledger.self_check_failed")) == 1
+
+
+def _export(database_url: str, signer: LedgerSigner, path: Path) -> None:
+    async def main() -> None:
+        database = Database(database_url, pool_size=2)
+        try:
+            with path.open("wb") as out:
+                async for chunk in export_lines(database.session, signer):
+                    out.write(chunk)
+        finally:
+            await database.dispose()
+
+    asyncio.run(main())
+
+
+def _verify_offline(export: Path, trusted: Path) -> subprocess.CompletedProcess[str]:
+    """The verifier as an auditor runs it: its own process, the export and a checkpoint kept from earlier."""
+    command = [sys.executable, "-m", "supervision.verify", str(export), "--trusted-checkpoint", str(trusted), "--quiet"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+# Event rows only: subtree hashes are derived data the export does not carry (the self-check covers
+# them), and a row added after the last entry is not part of the log the head describes.
+EVENT_ROW_TAMPERING = [how for how in TAMPERING if how not in {"node", "insert"}]
+
+
+@pytest.mark.parametrize("how", EVENT_ROW_TAMPERING)
+def test_offline_verifier_detects_changes_made_in_sql(
+    database_url: str, engine: Engine, signer: LedgerSigner, how: str, tmp_path: Path
+) -> None:
+    _record(database_url, 8)
+    trusted = tmp_path / "checkpoint.txt"
+    trusted.write_text(run(database_url, lambda s: services.sign_checkpoint(s, signer)).note, encoding="utf-8")
+    _export(database_url, signer, tmp_path / "before.jsonl")
+    before = _verify_offline(tmp_path / "before.jsonl", trusted)
+    assert before.returncode == 0, before.stderr
+    _tamper(engine, how)
+    _export(database_url, signer, tmp_path / "after.jsonl")
+    after = _verify_offline(tmp_path / "after.jsonl", trusted)
+    assert after.returncode == 1, (how, after.stdout, after.stderr)
+    assert re.search(r"verification FAILED: (entry|checkpoint) \d+", after.stderr), after.stderr
 
 
 def test_signing_key_is_created_once_and_kept(settings: Settings, tmp_path: Path) -> None:
