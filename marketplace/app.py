@@ -20,6 +20,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 import supervision.services
+from licensing.api import CONTROLLERS as LICENSING_CONTROLLERS
 from marketplace.core import events
 from marketplace.core.cache import create_cache
 from marketplace.core.db import Database
@@ -47,7 +48,7 @@ from supervision.signing import load_ledger_signer
 WEB_DIR = Path(__file__).parent / "web"
 log = logging.getLogger(__name__)
 #: Every domain's task module, registered with Celery by the composition root.
-DOMAIN_TASK_MODULES = ["supervision.tasks"]
+DOMAIN_TASK_MODULES = ["supervision.tasks", "licensing.tasks"]
 
 
 def connect_domains() -> None:
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ApiClientController,
             OAuthController,
             LedgerController,
+            *LICENSING_CONTROLLERS,
             PageController,
             LedgerPageController,
             create_static_files_router(path="/static", directories=[WEB_DIR / "static"], include_in_schema=False),

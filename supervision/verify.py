@@ -40,6 +40,7 @@ import multiprocessing
 import operator
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -528,10 +529,9 @@ def _entries_parallel(
     bounds = [*range(first_start, entries_end, TASK_BYTES), entries_end]
     tasks = itertools.pairwise(bounds)
     try:
-        # forkserver, not fork: forking a process that runs other threads (a web server, a database
-        # driver) can copy a held lock into the child and hang it.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        context = multiprocessing.get_context(_start_method())
+        if context.get_start_method() == "forkserver":
+            context.set_forkserver_preload([__name__])
         pool = context.Pool(jobs, initializer=_init_worker, initargs=(tree.wanted, BLOCK, TAIL_READ))
     except OSError:  # no processes to be had: do it here
         raise _Serial from None
@@ -782,6 +782,13 @@ def _canonical_vkey(verifier: Verifier) -> str:
 
 def _can_fork() -> bool:
     return "forkserver" in multiprocessing.get_all_start_methods()
+
+
+def _start_method() -> str:
+    """``fork`` when this process runs no other thread (the command line): it starts fastest. Otherwise
+    (inside a server or a test run) ``forkserver``: forking a process that runs other threads can copy
+    a held lock into the child and hang it."""
+    return "fork" if threading.active_count() == 1 else "forkserver"
 
 
 def verify_export(

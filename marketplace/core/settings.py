@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     ledger_private_key: SecretStr | None = Field(
         default=None, description="PEM Ed25519 key signing ledger checkpoints; generated under var_dir if unset"
     )
+    data_dir: Path | None = Field(default=None, description="Folder of data resource contents (Parquet); default var_dir/data")
+    pseudonym_key: SecretStr | None = Field(
+        default=None,
+        description="Secret key of the keyed hashing that pseudonymises direct identifiers (at least 32 characters); "
+        "generated under var_dir if unset",
+    )
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024, description="Largest accepted resource upload")
     ledger_origin: str = Field(default="", description="Checkpoint origin line; defaults to the public host + /ledger")
     public_url: str = Field(default="", description="Public base URL, used as the OAuth issuer")
     host: str = "127.0.0.1"
@@ -63,6 +70,8 @@ class Settings(BaseSettings):
                 problems.append("MARKET_JWT_PRIVATE_KEY must hold the PEM key that signs access tokens")
             if self.ledger_private_key is None:
                 problems.append("MARKET_LEDGER_PRIVATE_KEY must hold the PEM Ed25519 key that signs ledger checkpoints")
+            if self.pseudonym_key is None or len(self.pseudonym_key.get_secret_value()) < 32:
+                problems.append("MARKET_PSEUDONYM_KEY must hold a random key of at least 32 characters")
             if not self.public_url.startswith("https://"):
                 problems.append("MARKET_PUBLIC_URL must be the https:// address of the platform")
             if self.database_url is None or self.database_url.startswith("sqlite"):
@@ -75,6 +84,11 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The configured database URL, or the embedded SQLite file."""
         return self.database_url or f"sqlite:///{(self.var_dir / 'market.db').resolve()}"
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        """Where resource contents are stored."""
+        return self.data_dir or self.var_dir / "data"
 
     @property
     def secure_cookies(self) -> bool:

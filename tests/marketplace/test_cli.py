@@ -105,6 +105,7 @@ def test_demo_is_refused_in_production(cli_env: dict[str, str]) -> None:
         "MARKET_SECRET_KEY": "s" * 40,
         "MARKET_JWT_PRIVATE_KEY": "pem",
         "MARKET_LEDGER_PRIVATE_KEY": "pem",
+        "MARKET_PSEUDONYM_KEY": "p" * 40,
         "MARKET_PUBLIC_URL": "https://market.example.cn",
         "MARKET_DATABASE_URL": "postgresql://u@127.0.0.1:1/x",
     }
@@ -194,6 +195,7 @@ def test_settings_refuse_defaults_in_production() -> None:
         "MARKET_SECRET_KEY",
         "MARKET_JWT_PRIVATE_KEY",
         "MARKET_LEDGER_PRIVATE_KEY",
+        "MARKET_PSEUDONYM_KEY",
         "MARKET_PUBLIC_URL",
         "MARKET_DATABASE_URL",
     ):

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -618,3 +619,19 @@ def test_a_header_key_not_in_its_canonical_form_is_refused(tmp_path: Path) -> No
         "header: vkey is not written in its one canonical form"
     )
     assert check(tmp_path, export.lines(), key=upper).ok, "the key given is compared by meaning"
+
+
+@pytest.mark.usefixtures("tiny_parallel")
+def test_the_parallel_path_uses_a_fork_server_while_other_threads_run(tmp_path: Path) -> None:
+    export = make(40, (20, 40))
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, daemon=True)
+    other.start()
+    try:
+        assert verify._start_method() == "forkserver"
+        report = check(tmp_path, export.lines(), jobs=2)
+    finally:
+        release.set()
+        other.join()
+    assert report.ok, report.problem
+    assert report.root == export.tree.root()

@@ -134,6 +134,7 @@ def test_production_turns_secure_cookies_on_by_default(settings: Settings) -> No
         secret_key="x" * 40,
         jwt_private_key="-----BEGIN PRIVATE KEY-----",
         ledger_private_key="-----BEGIN PRIVATE KEY-----",
+        pseudonym_key="k" * 40,
         public_url="https://market.example.cn",
         database_url="postgresql://db/market",
     )

@@ -6,7 +6,9 @@ app without a row here fails ``test_matrix_covers_every_route``.
 
 from __future__ import annotations
 
+import importlib
 import itertools
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +19,7 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+import tests
 from marketplace.app import create_app
 from marketplace.core.http import CSRF_HEADER
 from marketplace.core.principal import OrgKind, Role
@@ -198,9 +201,18 @@ def _normalise(path: str) -> str:
     )
 
 
+def _every_matrix() -> list[Case]:
+    """These rows and those of every other ``tests/**/test_permissions_*.py`` module (one per domain area)."""
+    cases = list(CASES)
+    for module in pkgutil.walk_packages(tests.__path__, "tests."):
+        if module.name.rsplit(".", 1)[-1].startswith("test_permissions_"):
+            cases += importlib.import_module(module.name).CASES
+    return cases
+
+
 def test_matrix_covers_every_route(settings: Settings) -> None:
     app = create_app(settings)
-    covered = {(c.method, _normalise(c.path)) for c in CASES}
+    covered = {(c.method, _normalise(c.path)) for c in _every_matrix()}
     routes = {(method, path.rstrip("/") or "/") for method, path in _documented_paths(app)}
     assert routes - covered == set(), "routes without a permission row"
 

@@ -1,0 +1,1 @@
+"""Licensing rules and transactions, one module per record family: resources, licences, reviews."""

@@ -1,0 +1,3 @@
+"""Licensing services: licences (to be built)."""
+
+from __future__ import annotations

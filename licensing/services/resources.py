@@ -1,0 +1,3 @@
+"""Licensing services: resources (to be built)."""
+
+from __future__ import annotations

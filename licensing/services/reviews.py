@@ -1,0 +1,3 @@
+"""Licensing services: reviews (to be built)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Licensing tasks (to be built): licence expiry."""
+
+from __future__ import annotations
