@@ -33,6 +33,7 @@ import argparse
 import base64
 import binascii
 import bisect
+import functools
 import hashlib
 import itertools
 import json
@@ -88,6 +89,7 @@ def _bad_tails() -> frozenset[bytes]:
 
 
 _BAD_TAILS = _bad_tails()
+_A2B_STRICT = functools.partial(binascii.a2b_base64, strict_mode=True)
 _A2B = binascii.a2b_base64
 _TAIL = operator.itemgetter(slice(-3, None))
 _LEAF_HASHER = hashlib.sha256(b"\x00")
@@ -395,22 +397,24 @@ def _fast_run(run: bytes, start: int, count: int) -> list[bytes] | None:
         or not _BAD_TAILS.isdisjoint(map(_TAIL, encoded))
     ):
         return None
-    hashes: list[bytes] = []
-    append = hashes.append
-    copy = _LEAF_HASHER.copy
-    a2b = _A2B
-    find = bytes.find
+    # Whole-list operations (map, comprehensions) rather than one loop: each step runs in C.
     try:
-        for data, number in zip(encoded, numbers, strict=True):
-            raw = a2b(data, strict_mode=True)
-            if not raw.startswith(b',"index"' + number, find(raw, _INDEX_KEY) - 1):
-                _check_leaf(raw, start + len(hashes))
-            hasher = copy()
-            hasher.update(raw)
-            append(hasher.digest())
+        raws = list(map(_A2B_STRICT, encoded))
     except binascii.Error:
         return None
-    return hashes
+    keys = [at - 1 for at in map(bytes.find, raws, itertools.repeat(_INDEX_KEY))]
+    laid_out = list(map(bytes.startswith, raws, [b',"index"' + number for number in numbers], keys))
+    if not all(laid_out):
+        for offset in itertools.compress(itertools.count(), (not ok for ok in laid_out)):
+            _check_leaf(raws[offset], start + offset)
+    copy = _LEAF_HASHER.copy
+
+    def leaf_hash(raw: bytes) -> bytes:
+        hasher = copy()
+        hasher.update(raw)
+        return hasher.digest()
+
+    return list(map(leaf_hash, raws))
 
 
 def _slow_run(run: bytes, start: int, first_line: int) -> list[bytes]:
