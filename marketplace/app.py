@@ -41,6 +41,7 @@ from marketplace.core.settings import Settings, load_settings
 from marketplace.core.tasks import PERIODIC_JOBS, InProcessScheduler, configure_celery
 from marketplace.web import i18n
 from marketplace.web.ledger_pages import LedgerPageController
+from marketplace.web.licensing_pages import LicensingPageController
 from marketplace.web.pages import LocaleMiddleware, PageController, install_page_globals, prepare_error_page
 from supervision.api import LedgerController
 from supervision.signing import load_ledger_signer
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *LICENSING_CONTROLLERS,
             PageController,
             LedgerPageController,
+            LicensingPageController,
             create_static_files_router(path="/static", directories=[WEB_DIR / "static"], include_in_schema=False),
         ],
         dependencies={"db_session": Provide(provide_db_session)},

@@ -70,7 +70,7 @@ def demo(quiet: bool) -> None:
     signer = load_ledger_signer(settings)
 
     async def seed_and_sign(session: Any) -> Any:
-        seeded = await seed_demo(session)
+        seeded = await seed_demo(session, settings)
         await sign_checkpoint(session, signer)
         return seeded
 

@@ -16,7 +16,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.core.identity import services as identity
 from marketplace.core.identity.schemas import CLIENT_SCOPES, UserCreate
-from marketplace.core.principal import OrgKind, Role
+from marketplace.core.principal import OrgKind, Principal, Role
+from marketplace.core.settings import Settings
+from marketplace.demo_licensing import principal_of, seed_licensing
 
 SEED = 20261122
 
@@ -109,11 +111,16 @@ def _token(rng: random.Random, prefix: str, length: int) -> str:
     return prefix + "".join(rng.choice(alphabet) for _ in range(length))
 
 
-async def seed_demo(session: AsyncSession) -> dict[str, Any]:
-    """Create whatever of the demo is missing; return the accounts and client credentials."""
+async def seed_demo(session: AsyncSession, settings: Settings | None = None) -> dict[str, Any]:
+    """Create whatever of the demo is missing; return the accounts and client credentials.
+
+    With ``settings`` (where resource contents are stored), also the licensing demo: departments,
+    resources with generated contents, licences and listing reviews.
+    """
     rng = random.Random(SEED)  # noqa: S311 - the demo is deliberately reproducible; refused in production
     accounts: list[dict[str, str]] = []
     clients: list[dict[str, str]] = []
+    people: dict[str, Principal] = {}
     for demo in DEMO_ORGS:
         org = await identity.find_organisation(session, demo.name)
         if org is None:
@@ -128,6 +135,10 @@ async def seed_demo(session: AsyncSession) -> dict[str, Any]:
                     session, org_id=org.id, data=UserCreate(email=email, display_name=display_name, role=role, password=password)
                 )
             admin_id = admin_id or user.id
+            if demo.key in ("authority", "harbour", "summit") and role is Role.admin:
+                people[demo.key] = principal_of(org, user)
+            if demo.key == "authority" and local == "reviewer":
+                people["reviewer"] = principal_of(org, user)
             accounts.append({"email": email, "password": password, "org": demo.name, "kind": demo.kind.value, "role": role.value})
         if demo.kind is OrgKind.buyer:
             client_id, secret = _token(rng, "mkc_demo_", 16), _token(rng, "mks_demo_", 40)
@@ -142,6 +153,8 @@ async def seed_demo(session: AsyncSession) -> dict[str, Any]:
                     created_by=admin_id,
                 )
             clients.append({"org": demo.name, "client_id": client_id, "client_secret": secret})
+    if settings is not None:
+        await seed_licensing(session, settings, people, SEED)
     return {"accounts": accounts, "clients": clients}
 
 

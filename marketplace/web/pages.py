@@ -72,6 +72,11 @@ def navigation(principal: Principal) -> list[NavItem]:
     if principal.org_kind is OrgKind.buyer:
         items.append(NavItem(_n("API clients"), "/account/clients", "clients"))
     if principal.org_kind in (OrgKind.owner, OrgKind.regulator, OrgKind.auditor):
+        items.append(NavItem(_n("Data resources"), "/licensing/resources", "resources"))
+    if principal.org_kind is not OrgKind.buyer:
+        items.append(NavItem(_n("Licences"), "/licensing/licences", "licences"))
+        items.append(NavItem(_n("Listing reviews"), "/licensing/reviews", "reviews"))
+    if principal.org_kind in (OrgKind.owner, OrgKind.regulator, OrgKind.auditor):
         items.append(NavItem(_n("Ledger"), "/supervision/ledger", "ledger"))
     items.append(NavItem(_n("API reference"), "/schema", "api"))
     return items

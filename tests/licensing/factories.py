@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from licensing.models import (
@@ -26,8 +26,10 @@ from licensing.models import (
     LicenceResource,
     LicenceStatus,
     LicenceVersion,
+    ListingReview,
     Purpose,
     ResourceVersion,
+    ReviewStatus,
     UpdateFrequency,
 )
 from licensing.schemas import FieldSpec
@@ -168,3 +170,148 @@ def make_licence(
         session.commit()
         session.refresh(licence)
     return licence
+
+
+def licence_body(operator_id: uuid.UUID, resource_ids: Sequence[uuid.UUID], **overrides: Any) -> dict[str, Any]:
+    """A valid JSON body for ``POST /api/licensing/licences`` (a one-year term from today), with ``overrides``."""
+    today = date.today()
+    body: dict[str, Any] = {
+        "operator_id": str(operator_id),
+        "resource_ids": [str(i) for i in resource_ids],
+        "purposes": ["credit_assessment", "public_welfare"],
+        "modes": ["api", "sandbox"],
+        "territory": "Test Province",
+        "starts_on": today.isoformat(),
+        "ends_on": (today + timedelta(days=365)).isoformat(),
+        "price_caps": {"free": "0", "monthly": "2000.00", "metered": "0.50"},
+        "volume_caps": {"rows_per_month": 1_000_000, "calls_per_month": None},
+        "min_k": 5,
+        "fee_rate": "0.12",
+        "reductions": {"public_welfare": 100},
+    }
+    body.update(overrides)
+    return body
+
+
+def make_review(
+    engine: Engine, licence: Licence, *, status: ReviewStatus = ReviewStatus.pending, mode: DeliveryMode = DeliveryMode.api
+) -> ListingReview:
+    """A listing review row of ``licence``'s operator, already in ``status`` (checks not run: a bare record)."""
+    n = next(_counter)
+    review = ListingReview(
+        operator_id=licence.operator_id,
+        licence_id=licence.id,
+        product_ref=f"product-{n}",
+        product_name=f"Product {n}",
+        mode=mode,
+        submission_json="{}",
+        checks_json="[]",
+        checks_passed=status is not ReviewStatus.rejected,
+        status=status,
+    )
+    with Session(engine) as session:
+        session.add(review)
+        session.commit()
+        session.refresh(review)
+    return review
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    """A UTF-8 CSV file with a header row (values written with ``str``; None as an empty cell)."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as stream:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return path
+
+
+def row_counts(engine: Engine, *tables: str) -> dict[str, int]:
+    """How many rows each of ``tables`` holds (to check that a refused request changed nothing)."""
+    with engine.connect() as conn:
+        return {table: int(conn.execute(text(f'SELECT count(*) FROM "{table}"')).scalar_one()) for table in tables}
+
+
+def ledger_events(engine: Engine, prefix: str = "") -> list[dict[str, Any]]:
+    """The events recorded in the ledger, in order, whose type starts with ``prefix``."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT leaf_input FROM ledger_entry ORDER BY leaf_index")).all()
+    events = [json.loads(row[0]) for row in rows]
+    return [e for e in events if str(e["type"]).startswith(prefix)]
+
+
+# --- listing review: outpatient visits with personal data ----------------------------------------------
+
+VISIT_FIELDS = (
+    FieldSpec.model_validate({"name": "patient_name", "type": "string", "tag": "direct_identifier"}),
+    FieldSpec.model_validate({"name": "id_number", "type": "string", "tag": "direct_identifier"}),
+    FieldSpec.model_validate({"name": "age", "type": "integer", "tag": "quasi_identifier"}),
+    FieldSpec.model_validate({"name": "district", "type": "string", "tag": "quasi_identifier"}),
+    FieldSpec.model_validate({"name": "visit_date", "type": "date", "tag": "quasi_identifier"}),
+    FieldSpec.model_validate({"name": "diagnosis", "type": "string", "tag": "sensitive"}),
+    FieldSpec.model_validate({"name": "cost", "type": "decimal"}),
+    FieldSpec.model_validate({"name": "notes", "type": "string"}),
+)
+DISTRICTS = ("Haidian", "Chaoyang", "Dongcheng")
+
+
+def visit_rows(per_group: int = 10) -> list[tuple[Any, ...]]:
+    """Outpatient visits: 3 districts x 2 age decades, ``per_group`` people in each, every age and month distinct
+    inside a group, all in 2025. With ages in buckets of 10 and visit years, k = ``per_group``; with raw ages, k = 1.
+    ``notes`` repeats the patient's name (a direct identifier copied into a free-text column)."""
+    rows = []
+    for q in range(per_group):
+        for r in range(6):
+            i = 6 * q + r
+            name = f"Patient {i:03d} Zhang"
+            rows.append(
+                (
+                    name,
+                    f"110101198{q % 10}0101{i:04d}",
+                    30 + 10 * (r // 3) + q % 10,
+                    DISTRICTS[r % 3],
+                    date(2025, 1 + q % 12, 1 + r),
+                    ("J20", "I10", "E11")[i % 3],
+                    100.5 + i,
+                    f"called back {name}",
+                )
+            )
+    return rows
+
+
+def clean_visit_rules() -> list[dict[str, Any]]:
+    """Masking of visits that passes every check at k = 10: names pseudonymised, id numbers dropped, age in
+    decades, district kept, visit year, diagnosis and cost kept, notes not delivered."""
+    return [
+        {"field": "patient_name", "action": "pseudonymise"},
+        {"field": "id_number", "action": "drop"},
+        {"field": "age", "action": "generalise", "method": "bucket", "size": 10},
+        {"field": "district", "action": "keep"},
+        {"field": "visit_date", "action": "generalise", "method": "year"},
+        {"field": "diagnosis", "action": "keep"},
+        {"field": "cost", "action": "keep"},
+    ]
+
+
+def make_visit_resource(
+    engine: Engine, owner: Organisation, data_dir: Path, *, grade: Grade = Grade.L2, per_group: int = 10
+) -> DataResource:
+    """A resource of outpatient visits with real Parquet contents (see ``visit_rows``)."""
+    return make_resource(engine, owner, fields=VISIT_FIELDS, grade=grade, rows=visit_rows(per_group), data_dir=data_dir)
+
+
+def listing_submission(licence: Licence, resource: DataResource, **changes: Any) -> dict[str, Any]:
+    """The JSON body of a clean listing submission of a visits product under ``licence`` (api mode, monthly plan)."""
+    body: dict[str, Any] = {
+        "licence_id": str(licence.id),
+        "product_name": "Outpatient visits by district",
+        "mode": "api",
+        "resource_id": str(resource.id),
+        "rules": clean_visit_rules(),
+        "purposes": ["public_welfare"],
+        "plans": [{"type": "monthly", "price": "1500.00", "name": "Standard"}],
+    }
+    body.update(changes)
+    return body
