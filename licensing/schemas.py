@@ -135,7 +135,8 @@ class LicenceTerms(BaseModel):
     starts_on: date
     ends_on: date = Field(description="Last day of the term (inclusive); at most five years after the start")
     price_caps: dict[PlanType, Money] = Field(
-        default_factory=dict, description="Maximum price per plan type (decimal strings, CNY); a plan type left out may not be offered"
+        default_factory=dict,
+        description="Maximum price per plan type (decimal strings, CNY); a plan type left out may not be offered",
     )
     volume_caps: VolumeCaps = Field(default_factory=VolumeCaps)
     min_k: int = Field(default=5, ge=2, le=1000, description="The minimum k of k-anonymity for delivered projections")

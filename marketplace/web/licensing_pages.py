@@ -28,7 +28,7 @@ from licensing.models import (
     ReviewStatus,
     UpdateFrequency,
 )
-from licensing.schemas import FieldSpec, LicenceCreate, ResourceCreate
+from licensing.schemas import CheckResult, FieldSpec, LicenceCreate, ListingSubmission, ResourceCreate
 from licensing.services import licences as licence_services
 from licensing.services import resources as resource_services
 from licensing.services import reviews as review_services
@@ -115,6 +115,42 @@ def _licence_form(form: FormMultiDict) -> dict[str, Any]:
         "fee_rate": form.get("fee_rate", ""),
         "reductions": {k: v for k, v in reductions.items() if v},
         "reason": form.get("reason", "").strip() or "Draft created",
+    }
+
+
+def submission_of(form: FormMultiDict) -> dict[str, Any]:
+    """A listing submission from the operator's form: one rule per field (``rule_<field>``, ``size_<field>``),
+    up to three plans (``plan_type_<i>``, ``plan_price_<i>``, ``plan_name_<i>``)."""
+    licence_id, _sep, resource_id = str(form.get("choice", "")).partition(":")
+    rules = []
+    for key in form:
+        if not key.startswith("rule_"):
+            continue
+        name, action = key.removeprefix("rule_"), str(form.get(key, "keep"))
+        rule: dict[str, Any] = {"field": name}
+        if action.startswith("generalise:"):
+            rule.update(action="generalise", method=action.partition(":")[2])
+            size = str(form.get(f"size_{name}", "")).strip()
+            if size:
+                rule["size"] = size
+        else:
+            rule["action"] = action
+        rules.append(rule)
+    plans = []
+    for i in range(3):
+        plan_type = str(form.get(f"plan_type_{i}", "")).strip()
+        if plan_type:
+            plans.append(
+                {"type": plan_type, "price": str(form.get(f"plan_price_{i}", "")).strip(), "name": form.get(f"plan_name_{i}", "")}
+            )
+    return {
+        "licence_id": licence_id,
+        "resource_id": resource_id,
+        "product_name": form.get("product_name", ""),
+        "mode": form.get("mode", ""),
+        "rules": rules,
+        "purposes": form.getall("purposes", []),
+        "plans": plans,
     }
 
 
@@ -328,6 +364,86 @@ class LicensingPageController(Controller):
                 raise
             return await self._licence_page(request, db_session, principal, licence_id, error=exc.detail)
         return Redirect(f"/licensing/licences/{licence_id}", status_code=HTTP_303_SEE_OTHER)
+
+    # --- submitting a product for listing (operators) -------------------------------------------------------
+
+    async def _submission_page(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: DbSession,
+        principal: Principal,
+        choice: str,
+        *,
+        form: dict[str, Any] | None = None,
+        checks: list[CheckResult] | None = None,
+        errors: list[str] | None = None,
+        status_code: int = 200,
+    ) -> Template:
+        licences, _count = await licence_services.list_licences(db_session, principal, status=LicenceStatus.granted, limit=200)
+        pairs = [(f"{lic.id}:{res.id}", lic, res) for lic in licences for res in lic.resources]
+        chosen = next((p for p in pairs if p[0] == choice), None)
+        fields = []
+        if chosen is not None:
+            resource = await resource_services.get_resource(db_session, principal, chosen[2].id)
+            fields = resource_services.fields_of(resource)
+        return page(
+            request,
+            "licensing/submit.html",
+            status_code=status_code,
+            pairs=pairs,
+            choice=choice if chosen else "",
+            chosen=chosen,
+            fields=fields,
+            plans=list(PlanType),
+            form=form or {},
+            checks=checks,
+            errors=errors or [],
+        )
+
+    @get("/reviews/new")
+    async def new_submission(
+        self, request: Request[Any, Any, Any], db_session: DbSession, choice: FromQuery[str] = ""
+    ) -> Template | Redirect:
+        principal = _who(request)
+        if not isinstance(principal, Principal):
+            return principal
+        if principal.org_kind is not OrgKind.operator:
+            return _forbidden(request)
+        return await self._submission_page(request, db_session, principal, choice)
+
+    @post("/reviews/new")
+    async def submit(self, request: Request[Any, Any, Any], db_session: DbSession, state: State) -> Template | Redirect:
+        principal = _who(request)
+        if not isinstance(principal, Principal):
+            return principal
+        if principal.org_kind is not OrgKind.operator:
+            return _forbidden(request)
+        form = await request.form()
+        choice = str(form.get("choice", ""))
+        values = {key: form.get(key, "") for key in form}
+        values["purposes"] = form.getall("purposes", [])
+        try:
+            submission = ListingSubmission.model_validate(submission_of(form))
+            if form.get("intent") == "check":
+                outcome = await review_services.check_listing(db_session, principal, state.settings, submission)
+                return await self._submission_page(request, db_session, principal, choice, form=values, checks=outcome.checks)
+            await review_services.submit_for_listing(db_session, principal, state.settings, submission)
+        except ValidationError as exc:
+            return await self._submission_page(
+                request, db_session, principal, choice, form=values, errors=_errors_of(exc), status_code=400
+            )
+        except review_services.ListingChecksFailed as exc:
+            checks = [CheckResult.model_validate(c) for c in exc.extra.get("checks", [])]
+            return await self._submission_page(
+                request, db_session, principal, choice, form=values, checks=checks, errors=[exc.detail], status_code=422
+            )
+        except DomainError as exc:
+            if exc.status in (401, 403, 404):
+                raise
+            return await self._submission_page(
+                request, db_session, principal, choice, form=values, errors=[exc.detail], status_code=exc.status
+            )
+        return Redirect("/licensing/reviews?status=pending", status_code=HTTP_303_SEE_OTHER)
 
     # --- listing reviews ------------------------------------------------------------------------------
 

@@ -19,7 +19,16 @@ from marketplace.core.settings import Settings
 from tests.conftest import TEST_ORIGIN
 from tests.factories import make_login_session, make_org, make_user
 from tests.helpers import csrf
-from tests.licensing.factories import ledger_events, make_department, make_licence, make_resource, make_review, row_counts
+from tests.licensing.factories import (
+    clean_visit_rules,
+    ledger_events,
+    make_department,
+    make_licence,
+    make_resource,
+    make_review,
+    make_visit_resource,
+    row_counts,
+)
 
 FIELDS = [FieldSpec(name="district", type=FieldType.string), FieldSpec(name="vehicles", type=FieldType.integer)]
 
@@ -166,3 +175,52 @@ def test_buyers_have_no_licensing_pages(settings: Settings, engine: Engine) -> N
             response = client.get(path)
             assert response.status_code == 403, path
             assert "party_not_allowed" in response.text
+
+
+def _rule_form(rules: list[dict[str, object]]) -> dict[str, str]:
+    form = {}
+    for rule in rules:
+        name = str(rule["field"])
+        action = str(rule["action"])
+        form[f"rule_{name}"] = f"generalise:{rule['method']}" if action == "generalise" else action
+        if "size" in rule:
+            form[f"size_{name}"] = str(rule["size"])
+    return form
+
+
+def test_operator_checks_and_submits_a_product_on_the_page(settings: Settings, engine: Engine) -> None:
+    owner, operator = make_org(engine, OrgKind.owner), make_org(engine, OrgKind.operator)
+    resource = make_visit_resource(engine, owner, settings.resolved_data_dir)
+    licence = make_licence(engine, owner, operator, [resource])
+    choice = f"{licence.id}:{resource.id}"
+    with TestClient(app=create_app(settings), base_url=TEST_ORIGIN) as client:
+        _signed_in(client, engine, org=operator)
+        form_page = client.get(f"/licensing/reviews/new?choice={choice}")
+        assert form_page.status_code == 200
+        assert re.search(r'name="rule_patient_name".*?<option value="drop" selected', form_page.text, re.S), (
+            "direct identifiers start as not delivered"
+        )
+        base = {
+            "_csrf_token": csrf(client),
+            "choice": choice,
+            "product_name": "Visits by district",
+            "mode": "api",
+            "purposes": "public_welfare",
+            "plan_type_0": "monthly",
+            "plan_price_0": "1500.00",
+            "plan_name_0": "Standard",
+            **_rule_form(clean_visit_rules()),
+            "rule_notes": "drop",
+        }
+        in_clear = client.post("/licensing/reviews/new", data={**base, "rule_patient_name": "keep", "intent": "submit"})
+        assert in_clear.status_code == 422
+        assert re.search(r'data-check="direct_identifiers_protected" data-passed="no"', in_clear.text)
+        assert row_counts(engine, "listing_review") == {"listing_review": 0}
+        checked = client.post("/licensing/reviews/new", data={**base, "intent": "check"})
+        assert checked.status_code == 200
+        assert 'data-checks-result="passed"' in checked.text
+        assert row_counts(engine, "listing_review") == {"listing_review": 0}
+        submitted = client.post("/licensing/reviews/new", data={**base, "intent": "submit"}, follow_redirects=False)
+        assert submitted.status_code == 303, submitted.text[:1000]
+    assert row_counts(engine, "listing_review") == {"listing_review": 1}
+    assert [e["type"] for e in ledger_events(engine, "listing.")] == ["listing.submitted", "listing.checks_passed"]

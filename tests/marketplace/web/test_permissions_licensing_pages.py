@@ -75,6 +75,8 @@ CASES: list[Case] = [
     Case("GET", "/licensing/licences/{licence}", READ),
     Case("POST", "/licensing/licences/{licence}/suspend", OWNER_WRITES, form=_reason),  # type: ignore[arg-type]
     Case("GET", "/licensing/reviews", READ),
+    Case("GET", "/licensing/reviews/new", _by(303, 403, 200, 403, 403, 403, 403)),
+    Case("POST", "/licensing/reviews/new", _by(303, 403, 400, 403, 403, 403, 403), form=lambda _p, _w: {"intent": "check"}),  # type: ignore[arg-type]
     Case("POST", "/licensing/reviews/{review}/reject", OWNER_WRITES, form=_reason),  # type: ignore[arg-type]
 ]
 #: How the coverage test names these routes.
