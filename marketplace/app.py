@@ -31,6 +31,7 @@ from marketplace.core.http import (
     CsrfProtection,
     csrf_config,
     provide_db_session,
+    record_supervisory_reads,
     refuse_tokens_where_not_accepted,
     refuse_writes_by_read_only_parties,
 )
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             create_static_files_router(path="/static", directories=[WEB_DIR / "static"], include_in_schema=False),
         ],
         dependencies={"db_session": Provide(provide_db_session)},
+        before_send=[record_supervisory_reads],
         middleware=[
             DefineMiddleware(
                 CsrfProtection, config=csrf_config(settings.secret_key.get_secret_value(), secure=settings.secure_cookies)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.core.errors import DomainError, Forbidden, NotAuthenticated
+from marketplace.core.events import Actor, DomainEvent, publish
 from marketplace.core.identity import services as identity
 from marketplace.core.principal import OrgKind, Principal
 
@@ -323,3 +324,33 @@ def requires_org_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRo
     """An administrator of their own organisation."""
     if not caller(connection).is_org_admin:
         raise Forbidden("Only an administrator of your organisation may do this.", code="org_admin_required")
+
+
+#: Reads that record themselves (with what was read) or that reveal nothing of anyone's business.
+SELF_RECORDING_READS = ("/api/supervision/ledger/", "/api/me", "/api/auth/", "/supervision/ledger")
+#: Where supervisors read business records: the API and the record pages.
+SUPERVISED_PREFIXES = ("/api/", "/licensing/", "/supervision/")
+
+
+async def record_supervisory_reads(message: Any, scope: Scope) -> None:
+    """Every successful read by a regulator or an auditor is itself recorded (DESIGN.md §2), once its answer
+    is known to be a success, in a transaction of its own (the read itself wrote nothing)."""
+    if message.get("type") != "http.response.start" or scope.get("type") != ScopeType.HTTP or scope.get("method") != "GET":
+        return
+    principal: Principal | None = scope.get("user")
+    path: str = scope.get("path", "")
+    if principal is None or not principal.is_read_only or message.get("status", 500) >= 400:
+        return
+    if not path.startswith(SUPERVISED_PREFIXES) or path.startswith(SELF_RECORDING_READS):
+        return
+    query = scope.get("query_string", b"").decode("latin-1")[:500]
+    event = DomainEvent(
+        "records.read",
+        Actor.of(principal),
+        orgs=(principal.org_id,),
+        payload={"path": path[:300], "query": query, "party": principal.org_kind.value},
+    )
+    state = scope["app"].state
+    async with state.db.session() as session:
+        await publish(session, event)
+        await session.commit()

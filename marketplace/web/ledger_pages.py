@@ -15,7 +15,7 @@ from marketplace.core.errors import DomainError
 from marketplace.core.http import DbSession
 from marketplace.core.principal import OrgKind, Principal
 from marketplace.web.i18n import gettext_ as _
-from marketplace.web.pages import login_redirect, page
+from marketplace.web.pages import forbidden_page, login_redirect, page
 from supervision import merkle, services
 from supervision.note import open_checkpoint
 
@@ -95,12 +95,4 @@ class LedgerPageController(Controller):
 
 
 def _not_a_supervisor(request: Request[Any, Any, Any]) -> Template:
-    return page(
-        request,
-        "error.html",
-        status_code=403,
-        status=403,
-        code="party_not_allowed",
-        title="Forbidden",
-        detail=_("The ledger page is for the data authority, regulators and auditors."),
-    )
+    return forbidden_page(request, _("The ledger page is for the data authority, regulators and auditors."))

@@ -37,7 +37,7 @@ from marketplace.core.http import DbSession
 from marketplace.core.identity import services as identity
 from marketplace.core.principal import OrgKind, Principal
 from marketplace.web.i18n import gettext_ as _
-from marketplace.web.pages import login_redirect, page
+from marketplace.web.pages import forbidden_page, login_redirect, page
 
 READERS = frozenset({OrgKind.owner, OrgKind.operator, OrgKind.regulator, OrgKind.auditor})
 TRANSITIONS = {
@@ -59,15 +59,7 @@ def _errors_of(exc: ValidationError) -> list[str]:
 
 
 def _forbidden(request: Request[Any, Any, Any]) -> Template:
-    return page(
-        request,
-        "error.html",
-        status_code=403,
-        status=403,
-        code="party_not_allowed",
-        title="Forbidden",
-        detail=_("Licensing records are for the data authority, operators, regulators and auditors."),
-    )
+    return forbidden_page(request, _("Licensing records are for the data authority, operators, regulators and auditors."))
 
 
 def _who(request: Request[Any, Any, Any]) -> Principal | Template | Redirect:
@@ -194,7 +186,7 @@ class LicensingPageController(Controller):
         if not isinstance(principal, Principal):
             return principal
         if principal.org_kind is not OrgKind.owner:
-            return _forbidden(request)
+            return forbidden_page(request, _("Only the data authority registers resources and grants licences."))
         form = await request.form()
         values = {
             key: form.get(key, "") for key in ("department_id", "code", "title", "title_zh", "description", "description_zh")
@@ -288,7 +280,7 @@ class LicensingPageController(Controller):
         if not isinstance(principal, Principal):
             return principal
         if principal.org_kind is not OrgKind.owner:
-            return _forbidden(request)
+            return forbidden_page(request, _("Only the data authority registers resources and grants licences."))
         return await self._licence_editor(request, db_session, principal)
 
     @post("/licences")
@@ -297,7 +289,7 @@ class LicensingPageController(Controller):
         if not isinstance(principal, Principal):
             return principal
         if principal.org_kind is not OrgKind.owner:
-            return _forbidden(request)
+            return forbidden_page(request, _("Only the data authority registers resources and grants licences."))
         form = await request.form()
         values = _licence_form(form)
         try:
@@ -408,7 +400,7 @@ class LicensingPageController(Controller):
         if not isinstance(principal, Principal):
             return principal
         if principal.org_kind is not OrgKind.operator:
-            return _forbidden(request)
+            return forbidden_page(request, _("Products are submitted for listing by operators."))
         return await self._submission_page(request, db_session, principal, choice)
 
     @post("/reviews/new")
@@ -417,7 +409,7 @@ class LicensingPageController(Controller):
         if not isinstance(principal, Principal):
             return principal
         if principal.org_kind is not OrgKind.operator:
-            return _forbidden(request)
+            return forbidden_page(request, _("Products are submitted for listing by operators."))
         form = await request.form()
         choice = str(form.get("choice", ""))
         values = {key: form.get(key, "") for key in form}

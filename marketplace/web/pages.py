@@ -161,16 +161,13 @@ def _new_secret_key(principal: Principal, client_uuid: uuid.UUID) -> str:
     return f"new-client-secret:{principal.user_id}:{client_uuid}"
 
 
+def forbidden_page(request: Request[Any, Any, Any], detail: str) -> Template:
+    """The 403 page for a party that may not open this page, saying who may."""
+    return page(request, "error.html", status_code=403, status=403, code="party_not_allowed", title="Forbidden", detail=detail)
+
+
 def _not_a_buyer(request: Request[Any, Any, Any]) -> Template:
-    return page(
-        request,
-        "error.html",
-        status_code=403,
-        status=403,
-        code="party_not_allowed",
-        title="Forbidden",
-        detail=_("API clients belong to buyer organisations."),
-    )
+    return forbidden_page(request, _("API clients belong to buyer organisations."))
 
 
 class LoginForm(BaseModel):

@@ -34,8 +34,26 @@ PARTY_TITLES = {
     OrgKind.auditor: {"en": "Third-party auditor", "zh-CN": "第三方审计机构"},
 }
 NAV_LABELS = {
-    "en": {"home": "Home", "members": "Organisation", "clients": "API clients", "ledger": "Ledger", "api": "API reference"},
-    "zh-CN": {"home": "首页", "members": "本单位", "clients": "API 客户端", "ledger": "存证账本", "api": "API 参考文档"},
+    "en": {
+        "home": "Home",
+        "members": "Organisation",
+        "clients": "API clients",
+        "resources": "Data resources",
+        "licences": "Licences",
+        "reviews": "Listing reviews",
+        "ledger": "Ledger",
+        "api": "API reference",
+    },
+    "zh-CN": {
+        "home": "首页",
+        "members": "本单位",
+        "clients": "API 客户端",
+        "resources": "数据资源",
+        "licences": "授权运营协议",
+        "reviews": "上架审核",
+        "ledger": "存证账本",
+        "api": "API 参考文档",
+    },
 }
 WORDS = {
     "en": {
@@ -84,8 +102,8 @@ def expect_home_of(page: Page, live_server: LiveServer, kind: OrgKind, org_name:
     expect(page.locator(f'header [data-party="{kind.value}"]')).to_contain_text(title)
     keys = {
         OrgKind.buyer: ["home", "members", "clients", "api"],
-        OrgKind.operator: ["home", "members", "api"],
-    }.get(kind, ["home", "members", "ledger", "api"])
+        OrgKind.operator: ["home", "members", "licences", "reviews", "api"],
+    }.get(kind, ["home", "members", "resources", "licences", "reviews", "ledger", "api"])
     nav = page.get_by_role("navigation", name="主导航" if lang == "zh-CN" else "Main navigation").locator("[data-nav]")
     expect(nav).to_have_text([NAV_LABELS[lang][k] for k in keys])
     assert nav.evaluate_all("links => links.map(a => a.dataset.nav)") == keys
