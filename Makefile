@@ -32,11 +32,9 @@ test: install
 	@$(BIN)/python deploy/with_services.py -- $(MAKE) --no-print-directory test-suites
 
 # Run inside deploy/with_services.py: private PostgreSQL and Redis are in MARKET_TEST_* variables.
+# The two profiles run at the same time (one per core); each one's output is shown when both are done.
 test-suites:
-	@echo "=== whole suite on SQLite (embedded profile) ==="
-	MARKET_TEST_DATABASE=sqlite PYTHONHASHSEED=0 $(BIN)/pytest $(PYTEST_ARGS)
-	@echo "=== whole suite on PostgreSQL + Redis (production profile) ==="
-	MARKET_TEST_DATABASE=postgres PYTHONHASHSEED=0 $(BIN)/pytest $(PYTEST_ARGS)
+	@$(BIN)/python deploy/run_suites.py -- $(BIN)/pytest $(PYTEST_ARGS)
 
 fmt: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

@@ -10,11 +10,11 @@ from pathlib import Path
 import psycopg
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from marketplace.app import create_app
-from marketplace.core.db import create_sync_engine, is_sqlite
+from marketplace.core.db import create_sync_engine
 from marketplace.core.settings import Environment, Settings
 from marketplace.migrations import upgrade
 from marketplace.models import metadata
@@ -77,12 +77,10 @@ def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _empty_database(engine: Engine) -> None:
     tables = list(reversed(metadata.sorted_tables))
+    # DELETE, not TRUNCATE: on PostgreSQL a TRUNCATE of every table costs ~16 ms, a DELETE of a few rows ~4 ms.
     with engine.begin() as conn:
-        if is_sqlite(str(engine.url)):
-            for table in tables:
-                conn.execute(table.delete())
-        else:
-            conn.execute(text("TRUNCATE " + ", ".join(f'"{t.name}"' for t in tables) + " CASCADE"))
+        for table in tables:
+            conn.execute(table.delete())
 
 
 def _flush_redis(url: str) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar import Litestar
 from litestar.testing import TestClient
 
+from marketplace.app import create_app
 from marketplace.core.http import CSRF_HEADER, SESSION_COOKIE
+from marketplace.core.settings import Settings
 
 
 def csrf(client: TestClient[Any]) -> str:
@@ -37,3 +40,18 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     assert body["title"]
     assert body["detail"]
     return body
+
+
+_apps: dict[str, Any] = {}
+
+
+def shared_app(settings: Settings) -> Litestar:
+    """One app per distinct settings, reused by tests that only send requests (the permission matrices).
+
+    Its lifespan (database engine, cache) still runs anew in each TestClient, so no state is shared:
+    only the ~80 ms of building routes, schemas and templates is saved.
+    """
+    key = settings.model_dump_json()
+    if key not in _apps:
+        _apps[key] = create_app(settings)
+    return _apps[key]  # type: ignore[no-any-return]

@@ -65,7 +65,7 @@ schema = schemathesis.from_pytest_fixture(
 #: Per operation and caller. Derandomized so that CI runs are repeatable; no example database.
 #: Schemathesis 3.x negative generation also depends on PYTHONHASHSEED: fix it too for identical runs.
 FUZZ = settings(
-    max_examples=40,
+    max_examples=20,
     deadline=None,
     derandomize=True,
     database=None,

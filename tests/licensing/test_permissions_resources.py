@@ -15,13 +15,12 @@ from sqlmodel import Session, select
 
 from licensing.models import FieldType
 from licensing.schemas import FieldSpec
-from marketplace.app import create_app
 from marketplace.core.http import CSRF_HEADER
 from marketplace.core.identity.models import Organisation
 from marketplace.core.principal import OrgKind
 from marketplace.core.settings import Settings
 from tests.conftest import TEST_ORIGIN
-from tests.helpers import csrf
+from tests.helpers import csrf, shared_app
 from tests.licensing.factories import make_department, make_licence, make_resource
 from tests.marketplace.core.test_permissions import PARTIES, Case, World, build_world
 
@@ -117,7 +116,7 @@ def _request(client: TestClient[Litestar], case: Case, party: str, world: Resour
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_resource_route_answers_each_party_exactly(settings: Settings, engine: Engine, case: Case, party: str) -> None:
     world = _build(engine, settings)
-    with TestClient(app=create_app(settings), base_url=TEST_ORIGIN) as client:
+    with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         if party != "anonymous":
             client.cookies.set("market_session", world.world.sessions[party])
         response = _request(client, case, party, world)

@@ -19,13 +19,12 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from licensing.models import DeliveryMode, ListingReview, ReviewStatus
-from marketplace.app import create_app
 from marketplace.core.http import CSRF_HEADER
 from marketplace.core.identity.models import Organisation
 from marketplace.core.principal import OrgKind
 from marketplace.core.settings import Settings
 from tests.conftest import TEST_ORIGIN
-from tests.helpers import csrf
+from tests.helpers import csrf, shared_app
 from tests.licensing.factories import listing_submission, make_licence, make_visit_resource, row_counts
 from tests.marketplace.core.test_permissions import PARTIES, Case, World, build_world
 
@@ -114,7 +113,7 @@ def _request(client: TestClient[Litestar], case: Case, party: str, world: Review
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_review_route_answers_each_party_exactly(settings: Settings, engine: Engine, case: Case, party: str) -> None:
     world = _build(engine, settings)
-    with TestClient(app=create_app(settings), base_url=TEST_ORIGIN) as client:
+    with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         if party != "anonymous":
             client.cookies.set("market_session", world.world.sessions[party])
         response = _request(client, case, party, world)

@@ -27,7 +27,7 @@ from marketplace.core.settings import Settings
 from supervision import services
 from tests.conftest import TEST_ORIGIN
 from tests.factories import PASSWORD, make_api_client, make_login_session, make_org, make_user
-from tests.helpers import csrf
+from tests.helpers import csrf, shared_app
 from tests.supervision.ledger_helpers import event, run
 
 PARTIES = ("anonymous", "owner", "operator", "buyer_a", "buyer_b", "regulator", "auditor")
@@ -167,7 +167,7 @@ def _request(client: TestClient[Litestar], case: Case, party: str, world: World)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_route_answers_each_party_exactly(settings: Settings, engine: Engine, case: Case, party: str) -> None:
     world = build_world(engine)
-    with TestClient(app=create_app(settings), base_url=TEST_ORIGIN) as client:
+    with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         if party != "anonymous":
             client.cookies.set("market_session", world.sessions[party])
         response = _request(client, case, party, world)
@@ -221,7 +221,7 @@ def test_buyer_a_never_sees_buyer_b_clients(settings: Settings, engine: Engine) 
     org_a, org_b = make_org(engine, OrgKind.buyer), make_org(engine, OrgKind.buyer)
     client_a, client_b = make_api_client(engine, org_a), make_api_client(engine, org_b)
     user_a = make_user(engine, org_a)
-    with TestClient(app=create_app(settings), base_url=TEST_ORIGIN) as client:
+    with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         client.cookies.set("market_session", make_login_session(engine, user_a))
         listed = client.get("/api/buyers/clients").json()
         assert [c["client_id"] for c in listed["items"]] == [client_a.client_id]
@@ -230,7 +230,7 @@ def test_buyer_a_never_sees_buyer_b_clients(settings: Settings, engine: Engine) 
         assert client_b.client_id not in page
         response = client.post(f"/api/buyers/clients/{client_b.record.id}/revoke", headers={CSRF_HEADER: csrf(client)})
         assert response.status_code == 404
-    with TestClient(app=create_app(settings), base_url=TEST_ORIGIN) as client:
+    with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         token = client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_b.client_id, client_b.secret))
         assert token.status_code == 200, "buyer A's attempt must not have revoked buyer B's client"
 
@@ -238,7 +238,7 @@ def test_buyer_a_never_sees_buyer_b_clients(settings: Settings, engine: Engine) 
 def test_organisation_directory_is_scoped(settings: Settings, engine: Engine) -> None:
     world_orgs = {party: make_org(engine, kind) for party, kind in KIND.items()}
     users = {party: make_user(engine, org) for party, org in world_orgs.items()}
-    with TestClient(app=create_app(settings), base_url=TEST_ORIGIN) as client:
+    with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         seen = {}
         for party, user in users.items():
             client.cookies.set("market_session", make_login_session(engine, user))
@@ -253,7 +253,7 @@ def test_organisation_directory_is_scoped(settings: Settings, engine: Engine) ->
 def test_members_list_is_own_organisation_only(settings: Settings, engine: Engine) -> None:
     org_a, org_b = make_org(engine, OrgKind.buyer), make_org(engine, OrgKind.operator)
     a1, a2, b1 = make_user(engine, org_a), make_user(engine, org_a, Role.member), make_user(engine, org_b)
-    with TestClient(app=create_app(settings), base_url=TEST_ORIGIN) as client:
+    with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         client.cookies.set("market_session", make_login_session(engine, a2))
         emails = {u["email"] for u in client.get("/api/users").json()["items"]}
         assert emails == {a1.email, a2.email}
@@ -271,7 +271,7 @@ def test_members_list_is_own_organisation_only(settings: Settings, engine: Engin
 def test_client_secret_page_is_shown_once_and_reload_creates_nothing(settings: Settings, engine: Engine) -> None:
     org = make_org(engine, OrgKind.buyer)
     user = make_user(engine, org)
-    with TestClient(app=create_app(settings), base_url=TEST_ORIGIN) as client:
+    with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         client.cookies.set("market_session", make_login_session(engine, user))
         created = client.post("/account/clients", data={"name": "ETL", "_csrf_token": csrf(client)}, follow_redirects=False)
         assert created.status_code == 303

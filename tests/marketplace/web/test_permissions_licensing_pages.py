@@ -15,11 +15,10 @@ from sqlalchemy import Engine
 
 from licensing.models import FieldType
 from licensing.schemas import FieldSpec
-from marketplace.app import create_app
 from marketplace.core.settings import Settings
 from tests.conftest import TEST_ORIGIN
 from tests.factories import make_login_session, make_org, make_user
-from tests.helpers import csrf
+from tests.helpers import csrf, shared_app
 from tests.licensing.factories import make_department, make_licence, make_resource, make_review
 from tests.marketplace.core.test_permissions import KIND, PARTIES, Case
 
@@ -120,7 +119,7 @@ def _path(case: Case, ids: dict[str, Any]) -> str:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_licensing_page_answers_each_party_exactly(settings: Settings, engine: Engine, case: Case, party: str) -> None:
     ids, sessions = _world(engine)
-    with TestClient(app=create_app(settings), base_url=TEST_ORIGIN) as client:
+    with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         if party != "anonymous":
             client.cookies.set("market_session", sessions[party])
         kwargs: dict[str, Any] = {"follow_redirects": False}
