@@ -15,7 +15,7 @@ install: $(STAMP)
 
 run: install
 	@$(BIN)/marketplace migrate
-	@$(BIN)/marketplace demo
+	@MARKET_PORT=$(PORT) $(BIN)/marketplace demo
 	@echo ""
 	@echo "Sign in at http://127.0.0.1:$(PORT)/login with any account above (API reference: /schema)."
 	@MARKET_PORT=$(PORT) $(BIN)/marketplace serve --port $(PORT)
