@@ -21,12 +21,14 @@ def test_reads_by_supervisors_are_recorded_with_what_was_read(settings: Settings
         client.cookies.set("market_session", make_login_session(engine, make_user(engine, org)))
         assert client.get("/api/licensing/licences?status=granted").status_code == 200
         assert client.get("/licensing/resources").status_code == 200
+        assert client.get("/supervision/ledger?entry=0").status_code == 200
         assert client.get("/api/licensing/licences/00000000-0000-0000-0000-000000000000").status_code == 404
         assert client.get("/api/me").status_code == 200
     reads = ledger_events(engine, "records.read")
     assert [(e["payload"]["path"], e["payload"]["query"]) for e in reads] == [
         ("/api/licensing/licences", "status=granted"),
         ("/licensing/resources", ""),
+        ("/supervision/ledger", "entry=0"),
     ]
     assert all(e["actor"]["kind"] == "user" and e["payload"]["party"] == kind.value for e in reads)
     assert all(e["orgs"] == [str(org.id)] for e in reads)
