@@ -28,9 +28,12 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logs = Path(tempfile.mkdtemp(prefix="market-suites-"))
     running: dict[str, tuple[subprocess.Popen[bytes], Path, float]] = {}
-    for profile, _title in PROFILES:
+    for index, (profile, _title) in enumerate(PROFILES):
         log = logs / f"{profile}.log"
         env = {**os.environ, "MARKET_TEST_DATABASE": profile, "PYTHONHASHSEED": "0"}
+        if redis := env.get("MARKET_TEST_REDIS_URL"):
+            # One Redis database per profile: their workers must not take each other's tasks.
+            env["MARKET_TEST_REDIS_URL"] = f"{redis.rsplit('/', 1)[0]}/{index + 1}"
         with log.open("wb") as out:
             process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         running[profile] = (process, log, time.monotonic())
