@@ -286,6 +286,16 @@ def _scoped(stmt: SelectOfScalar[Any], principal: Principal) -> SelectOfScalar[A
     raise Forbidden("Buyers see no licensing records.", code="party_not_allowed")
 
 
+async def count_reviews_by_status(session: AsyncSession, principal: Principal) -> dict[ReviewStatus, int]:
+    """How many reviews the caller may see are in each status (one query; statuses with none count 0)."""
+    counted: Any = select(ListingReview.status, func.count())  # rows of (status, count): scoped like any review read
+    stmt = _scoped(counted, principal).group_by(col(ListingReview.status))
+    counts = dict.fromkeys(ReviewStatus, 0)
+    for status, count in (await session.exec(stmt)).all():
+        counts[ReviewStatus(status)] = count
+    return counts
+
+
 async def list_reviews(
     session: AsyncSession,
     principal: Principal,

@@ -458,9 +458,7 @@ class LicensingPageController(Controller):
     ) -> Template:
         items, total = await review_services.list_reviews(db_session, principal, status=status, limit=200)
         licences, _count = await licence_services.list_licences(db_session, principal, limit=1000)
-        counts = dict.fromkeys(ReviewStatus, 0)
-        for s in ReviewStatus:
-            counts[s] = (await review_services.list_reviews(db_session, principal, status=s, limit=1))[1]
+        counts = await review_services.count_reviews_by_status(db_session, principal)
         return page(
             request,
             "licensing/reviews.html",

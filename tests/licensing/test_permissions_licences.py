@@ -25,7 +25,7 @@ from marketplace.core.settings import Settings
 from tests.conftest import TEST_ORIGIN
 from tests.helpers import csrf, shared_app
 from tests.licensing.factories import licence_body, make_licence, make_resource
-from tests.marketplace.core.test_permissions import PARTIES, Case, World, build_world
+from tests.marketplace.core.test_permissions import PARTIES, Case, World, _by, build_world
 
 LICENCE = "{licence_id:uuid}"
 BASE = "/api/licensing/licences"
@@ -40,10 +40,6 @@ class LicenceWorld:
     operator_id: str
     resource_id: str
     licences: dict[LicenceStatus, str]
-
-
-def _by(anonymous: int, owner: int, operator: int, buyer_a: int, buyer_b: int, regulator: int, auditor: int) -> dict[str, int]:
-    return dict(zip(PARTIES, (anonymous, owner, operator, buyer_a, buyer_b, regulator, auditor), strict=True))
 
 
 READ = _by(401, 200, 200, 403, 403, 200, 200)

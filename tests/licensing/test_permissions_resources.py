@@ -22,7 +22,7 @@ from marketplace.core.settings import Settings
 from tests.conftest import TEST_ORIGIN
 from tests.helpers import csrf, shared_app
 from tests.licensing.factories import make_department, make_licence, make_resource
-from tests.marketplace.core.test_permissions import PARTIES, Case, World, build_world
+from tests.marketplace.core.test_permissions import PARTIES, Case, World, _by, build_world
 
 _unique = itertools.count(1)
 RESOURCE = "{resource_id:uuid}"
@@ -44,10 +44,6 @@ class UploadCase(Case):
 
     content: bytes = b""
     content_type: str = "text/csv"
-
-
-def _by(anonymous: int, owner: int, operator: int, buyer_a: int, buyer_b: int, regulator: int, auditor: int) -> dict[str, int]:
-    return dict(zip(PARTIES, (anonymous, owner, operator, buyer_a, buyer_b, regulator, auditor), strict=True))
 
 
 READ = _by(401, 200, 200, 403, 403, 200, 200)

@@ -26,7 +26,7 @@ from marketplace.core.settings import Settings
 from tests.conftest import TEST_ORIGIN
 from tests.helpers import csrf, shared_app
 from tests.licensing.factories import listing_submission, make_licence, make_visit_resource, row_counts
-from tests.marketplace.core.test_permissions import PARTIES, Case, World, build_world
+from tests.marketplace.core.test_permissions import PARTIES, Case, World, _by, build_world
 
 REVIEW = "{review_id:uuid}"
 BASE = "/api/licensing/reviews"
@@ -39,10 +39,6 @@ class ReviewWorld:
     world: World
     submission: dict[str, Any]
     review_id: str
-
-
-def _by(anonymous: int, owner: int, operator: int, buyer_a: int, buyer_b: int, regulator: int, auditor: int) -> dict[str, int]:
-    return dict(zip(PARTIES, (anonymous, owner, operator, buyer_a, buyer_b, regulator, auditor), strict=True))
 
 
 READ = _by(401, 200, 200, 403, 403, 200, 200)

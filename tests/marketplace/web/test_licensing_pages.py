@@ -166,6 +166,8 @@ def test_owner_decides_reviews_in_the_queue(settings: Settings, engine: Engine) 
         assert rejected.status_code == 303
         after = client.get("/licensing/reviews?status=rejected")
         assert "Plan prices are not explained" in after.text
+        counts = dict(re.findall(r'status=(\w+)"[^>]*>.*?<span class="count">(\d+)</span>', after.text))
+        assert counts == {"pending": "0", "approved": "0", "rejected": "1", "withdrawn": "0", "delisted": "0"}
 
 
 def test_buyers_have_no_licensing_pages(settings: Settings, engine: Engine) -> None:

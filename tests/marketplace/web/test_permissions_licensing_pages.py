@@ -20,13 +20,9 @@ from tests.conftest import TEST_ORIGIN
 from tests.factories import make_login_session, make_org, make_user
 from tests.helpers import csrf, shared_app
 from tests.licensing.factories import make_department, make_licence, make_resource, make_review
-from tests.marketplace.core.test_permissions import KIND, PARTIES, Case
+from tests.marketplace.core.test_permissions import KIND, PARTIES, Case, _by
 
 FIELDS = [FieldSpec(name="district", type=FieldType.string)]
-
-
-def _by(anonymous: int, owner: int, operator: int, buyer_a: int, buyer_b: int, regulator: int, auditor: int) -> dict[str, int]:
-    return dict(zip(PARTIES, (anonymous, owner, operator, buyer_a, buyer_b, regulator, auditor), strict=True))
 
 
 READ = _by(303, 200, 200, 403, 403, 200, 200)
