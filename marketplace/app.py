@@ -21,6 +21,8 @@ from litestar.template.config import TemplateConfig
 
 import supervision.services
 from licensing.api import CONTROLLERS as LICENSING_CONTROLLERS
+from marketplace.catalog import reactions as catalog_reactions
+from marketplace.catalog.api import CONTROLLERS as CATALOG_CONTROLLERS
 from marketplace.core import events
 from marketplace.core.cache import create_cache
 from marketplace.core.db import Database
@@ -40,6 +42,8 @@ from marketplace.core.identity.oauth import TokenServer
 from marketplace.core.keys import load_signing_key
 from marketplace.core.settings import Settings, load_settings
 from marketplace.core.tasks import PERIODIC_JOBS, InProcessScheduler, configure_celery
+from marketplace.delivery.api import CONTROLLERS as DELIVERY_CONTROLLERS
+from marketplace.subscriptions.api import CONTROLLERS as SUBSCRIPTION_CONTROLLERS
 from marketplace.web import i18n
 from marketplace.web.ledger_pages import LedgerPageController
 from marketplace.web.licensing_pages import LicensingPageController
@@ -50,12 +54,20 @@ from supervision.signing import load_ledger_signer
 WEB_DIR = Path(__file__).parent / "web"
 log = logging.getLogger(__name__)
 #: Every domain's task module, registered with Celery by the composition root.
-DOMAIN_TASK_MODULES = ["supervision.tasks", "licensing.tasks"]
+DOMAIN_TASK_MODULES = [
+    "supervision.tasks",
+    "licensing.tasks",
+    "marketplace.catalog.tasks",
+    "marketplace.subscriptions.tasks",
+    "marketplace.delivery.tasks",
+]
 
 
 def connect_domains() -> None:
-    """Wire the domains together: every domain event core publishes goes to the ledger, in its transaction."""
+    """Wire the domains together: every domain event core publishes goes to the ledger, in its transaction, and
+    the catalog follows listing decisions and licence changes."""
     events.subscribe(supervision.services.record)
+    events.subscribe(catalog_reactions.on_domain_event)
 
 
 def _jinja(engine: JinjaTemplateEngine) -> None:
@@ -104,6 +116,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             OAuthController,
             LedgerController,
             *LICENSING_CONTROLLERS,
+            *CATALOG_CONTROLLERS,
+            *SUBSCRIPTION_CONTROLLERS,
+            *DELIVERY_CONTROLLERS,
             PageController,
             LedgerPageController,
             LicensingPageController,

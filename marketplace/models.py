@@ -5,9 +5,21 @@ from __future__ import annotations
 from sqlmodel import SQLModel
 
 from licensing import models as licensing_models
+from marketplace.catalog import models as catalog_models
 from marketplace.core.identity import models as identity_models
+from marketplace.delivery import models as delivery_models
+from marketplace.subscriptions import models as subscription_models
 from supervision import models as supervision_models
 
-__all__ = ["SQLModel", "identity_models", "licensing_models", "metadata", "supervision_models"]
+__all__ = [
+    "SQLModel",
+    "catalog_models",
+    "delivery_models",
+    "identity_models",
+    "licensing_models",
+    "metadata",
+    "subscription_models",
+    "supervision_models",
+]
 
 metadata = SQLModel.metadata

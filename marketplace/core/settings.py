@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         "generated under var_dir if unset",
     )
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024, description="Largest accepted resource upload")
+    max_proof_bytes: int = Field(default=10 * 1024**2, ge=1024, description="Largest accepted proof of a purpose (PDF, image)")
+    delivery_rate_per_second: float = Field(default=20.0, gt=0, description="Sustained delivery calls per second per client")
+    delivery_burst: int = Field(default=40, ge=1, description="Delivery calls a client may make at once before the rate applies")
+    export_link_ttl_seconds: int = Field(default=900, ge=30, le=86400, description="How long a signed export link works")
+    sandbox_timeout_seconds: float = Field(default=5.0, gt=0, le=300, description="Longest a sandbox query may run")
+    sandbox_memory_mb: int = Field(default=512, ge=64, description="Memory a sandbox query may use")
     ledger_origin: str = Field(default="", description="Checkpoint origin line; defaults to the public host + /ledger")
     public_url: str = Field(default="", description="Public base URL, used as the OAuth issuer")
     host: str = "127.0.0.1"

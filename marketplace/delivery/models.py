@@ -1,0 +1,96 @@
+"""Delivery tables: every metered delivery (API call, file export, sandbox query), the monthly usage counters
+quota is enforced against, and file exports with their fingerprint.
+
+A delivery row holds metadata only (rows, bytes, mode, what was asked in outline): never the data delivered.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+from licensing.models import DeliveryMode
+from marketplace.core.types import UTCDateTime, enum_column, utcnow
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    parquet = "parquet"
+
+
+class ExportStatus(StrEnum):
+    """``queued -> running -> ready | failed``; a ready export's link works until it expires."""
+
+    queued = "queued"
+    running = "running"
+    ready = "ready"
+    failed = "failed"
+
+
+class Delivery(SQLModel, table=True):
+    """One metered delivery: rows and bytes delivered under an entitlement, and the ledger entry recording it."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        Index("ix_delivery_buyer_time", "buyer_org_id", "occurred_at"),
+        Index("ix_delivery_product_time", "product_id", "occurred_at"),
+        Index("ix_delivery_operator_time", "operator_id", "occurred_at"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    entitlement_id: uuid.UUID = Field(foreign_key="entitlement.id", index=True)
+    subscription_id: uuid.UUID = Field(foreign_key="subscription.id", index=True)
+    buyer_org_id: uuid.UUID = Field(foreign_key="organisation.id")
+    operator_id: uuid.UUID = Field(foreign_key="organisation.id")
+    product_id: uuid.UUID = Field(foreign_key="product.id")
+    client_id: str | None = Field(default=None, max_length=64)
+    mode: DeliveryMode = Field(sa_column=enum_column(DeliveryMode))
+    rows: int = Field(sa_column=Column(BigInteger, nullable=False))
+    bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
+    #: billed by usage billing (issue 6) once; None until then.
+    billed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ledger_index: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    occurred_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class UsageCounter(SQLModel, table=True):
+    """Calls and rows used under an entitlement in one calendar month (UTC), for quota."""
+
+    __tablename__ = "usage_counter"
+
+    entitlement_id: uuid.UUID = Field(foreign_key="entitlement.id", primary_key=True)
+    month: str = Field(max_length=7, primary_key=True)  # "2026-12"
+    calls: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    rows: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+
+
+class Export(SQLModel, table=True):
+    """A file export built by a task for one subscription, fingerprinted for it, downloaded by a signed link."""
+
+    __tablename__ = "export"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    entitlement_id: uuid.UUID = Field(foreign_key="entitlement.id", index=True)
+    subscription_id: uuid.UUID = Field(foreign_key="subscription.id", index=True)
+    buyer_org_id: uuid.UUID = Field(foreign_key="organisation.id", index=True)
+    product_id: uuid.UUID = Field(foreign_key="product.id", index=True)
+    format: ExportFormat = Field(sa_column=enum_column(ExportFormat))
+    #: the filters asked for (JSON object of field -> value), validated against the projection.
+    filters_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    status: ExportStatus = Field(default=ExportStatus.queued, sa_column=enum_column(ExportStatus, index=True))
+    rows: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    sha256: str | None = Field(default=None, max_length=64)
+    #: the fingerprint token written into the file (keyed from the subscription; reveals nothing by itself).
+    fingerprint: str | None = Field(default=None, max_length=64)
+    location: str | None = Field(default=None, max_length=500)
+    error: str | None = Field(default=None, max_length=500)
+    requested_by: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
