@@ -19,10 +19,11 @@ SEES_ALL_ORGANISATIONS = frozenset({OrgKind.owner, OrgKind.regulator})
 
 
 def scope_organisations(stmt: SelectOfScalar[T], principal: Principal, *, id_column: Any, kind_column: Any) -> SelectOfScalar[T]:
-    """Organisations directory: the owner and regulators see all; others see their own and the owner."""
+    """Organisations directory: the owner and regulators see all; others see their own, the owner and the operators
+    (operators are public: their products are in the catalog, and buyers submit qualifications to them)."""
     if principal.org_kind in SEES_ALL_ORGANISATIONS:
         return stmt
-    return stmt.where(or_(id_column == principal.org_id, kind_column == OrgKind.owner.value))
+    return stmt.where(or_(id_column == principal.org_id, kind_column.in_([OrgKind.owner.value, OrgKind.operator.value])))
 
 
 def scope_own_organisation(stmt: SelectOfScalar[T], principal: Principal, *, org_column: Any) -> SelectOfScalar[T]:

@@ -246,8 +246,10 @@ def test_organisation_directory_is_scoped(settings: Settings, engine: Engine) ->
     everyone = {str(o.id) for o in world_orgs.values()}
     assert seen["owner"] == everyone
     assert seen["regulator"] == everyone
+    public = {str(world_orgs["owner"].id), str(world_orgs["operator"].id)}
     for party in ("operator", "buyer_a", "buyer_b", "auditor"):
-        assert seen[party] == {str(world_orgs[party].id), str(world_orgs["owner"].id)}, party
+        assert seen[party] == {str(world_orgs[party].id)} | public, party
+    assert str(world_orgs["buyer_b"].id) not in seen["buyer_a"]
 
 
 def test_members_list_is_own_organisation_only(settings: Settings, engine: Engine) -> None:
