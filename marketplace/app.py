@@ -45,8 +45,11 @@ from marketplace.core.tasks import PERIODIC_JOBS, InProcessScheduler, configure_
 from marketplace.delivery.api import CONTROLLERS as DELIVERY_CONTROLLERS
 from marketplace.subscriptions.api import CONTROLLERS as SUBSCRIPTION_CONTROLLERS
 from marketplace.web import i18n
+from marketplace.web.buyer_pages import BuyerPageController
+from marketplace.web.catalog_pages import CatalogPageController
 from marketplace.web.ledger_pages import LedgerPageController
 from marketplace.web.licensing_pages import LicensingPageController
+from marketplace.web.operator_pages import OperatorPageController
 from marketplace.web.pages import LocaleMiddleware, PageController, install_page_globals, prepare_error_page
 from supervision.api import LedgerController
 from supervision.signing import load_ledger_signer
@@ -122,6 +125,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             PageController,
             LedgerPageController,
             LicensingPageController,
+            CatalogPageController,
+            BuyerPageController,
+            OperatorPageController,
             create_static_files_router(path="/static", directories=[WEB_DIR / "static"], include_in_schema=False),
         ],
         dependencies={"db_session": Provide(provide_db_session)},

@@ -18,6 +18,7 @@ from marketplace.core.identity import services as identity
 from marketplace.core.identity.schemas import CLIENT_SCOPES, UserCreate
 from marketplace.core.principal import OrgKind, Principal, Role
 from marketplace.core.settings import Settings
+from marketplace.demo_catalog import seed_catalog
 from marketplace.demo_licensing import principal_of, seed_licensing
 
 SEED = 20261122
@@ -135,7 +136,7 @@ async def seed_demo(session: AsyncSession, settings: Settings | None = None) -> 
                     session, org_id=org.id, data=UserCreate(email=email, display_name=display_name, role=role, password=password)
                 )
             admin_id = admin_id or user.id
-            if demo.key in ("authority", "harbour", "summit") and role is Role.admin:
+            if demo.kind is not OrgKind.regulator and demo.kind is not OrgKind.auditor and role is Role.admin:
                 people[demo.key] = principal_of(org, user)
             if demo.key == "authority" and local == "reviewer":
                 people["reviewer"] = principal_of(org, user)
@@ -154,7 +155,9 @@ async def seed_demo(session: AsyncSession, settings: Settings | None = None) -> 
                 )
             clients.append({"org": demo.name, "client_id": client_id, "client_secret": secret})
     if settings is not None:
-        await seed_licensing(session, settings, people, SEED)
+        licensing = await seed_licensing(session, settings, people, SEED)
+        if licensing["created"]:
+            await seed_catalog(session, settings, people, licensing, SEED)
     return {"accounts": accounts, "clients": clients}
 
 

@@ -1,6 +1,6 @@
-"""The licensing part of the demo province: departments, six graded resources with generated contents,
-licences to the two operators (one suspended and reinstated, one suspended now), and listing reviews
-approved, pending and rejected. Everything goes through the licensing services, so the ledger holds
+"""The licensing part of the demo province: departments, six graded resources with generated contents, and
+licences to the two operators (one suspended and reinstated). Products and their listing reviews come with the
+catalog demo (``marketplace.demo_catalog``). Everything goes through the licensing services, so the ledger holds
 every step. Runs once: it does nothing when the owner already has departments.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from licensing.models import DeliveryMode, PlanType, Purpose
-from licensing.schemas import DepartmentCreate, LicenceCreate, ListingSubmission, ResourceCreate
-from licensing.services import licences, resources, reviews
+from licensing.schemas import DepartmentCreate, LicenceCreate, ResourceCreate
+from licensing.services import licences, resources
 from licensing.storage import local_store
 from marketplace.core.identity.models import Organisation, User
 from marketplace.core.principal import Principal
@@ -39,13 +39,9 @@ def principal_of(org: Organisation, user: User) -> Principal:
     )
 
 
-def _rules(keep: list[str], **special: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"field": name, "action": "keep"} for name in keep] + [{"field": name, **rule} for name, rule in special.items()]
-
-
 async def seed_licensing(session: AsyncSession, settings: Settings, people: dict[str, Principal], seed: int) -> dict[str, Any]:
     """Create the licensing demo when it is missing; ``people`` maps "authority", "reviewer", "harbour", "summit"."""
-    owner, reviewer, harbour, summit = people["authority"], people["reviewer"], people["harbour"], people["summit"]
+    owner, harbour, summit = people["authority"], people["harbour"], people["summit"]
     if await resources.list_departments(session, owner):
         return {"created": False}
     departments = {}
@@ -141,110 +137,8 @@ async def seed_licensing(session: AsyncSession, settings: Settings, people: dict
     await licences.suspend_licence(session, owner, harbour_licence, "Quarterly audit: delivery logs missing for two weeks")
     await licences.reinstate_licence(session, owner, harbour_licence, "Delivery logs restored and verified by the auditor")
 
-    async def submit(
-        operator: Principal, licence_id: uuid.UUID, name: str, code: str, mode: DeliveryMode, **body: Any
-    ) -> uuid.UUID:
-        submission = ListingSubmission.model_validate(
-            {"licence_id": licence_id, "product_name": name, "mode": mode, "resource_id": ids[code], **body}
-        )
-        return (await reviews.submit_for_listing(session, operator, settings, submission)).id
-
-    enterprise_fields = [f.name for f in RESOURCES[0].fields]
-    credit = await submit(
-        harbour,
-        harbour_licence,
-        "Enterprise credit profile API",
-        "enterprise-registry",
-        DeliveryMode.api,
-        rules=_rules(enterprise_fields),
-        purposes=[Purpose.credit_assessment, Purpose.market_analysis],
-        plans=[
-            {"type": "monthly", "price": "1800.00", "name": "Standard"},
-            {"type": "metered", "price": "0.05", "name": "Pay per call"},
-        ],
-    )
-    await reviews.approve(session, reviewer, settings, credit, "Public registry data; checks passed; prices within the caps")
-    traffic = await submit(
-        harbour,
-        harbour_licence,
-        "Traffic flow hourly file",
-        "traffic-flow",
-        DeliveryMode.file,
-        rules=_rules(["sensor_id", "road", "district", "hour", "vehicles", "avg_speed_kmh", "congestion_index"]),
-        purposes=[Purpose.logistics_planning, Purpose.public_welfare],
-        plans=[
-            {"type": "one_off", "price": "6000.00", "name": "Quarter extract"},
-            {"type": "free", "price": "0", "name": "Public welfare"},
-        ],
-    )
-    await reviews.approve(session, reviewer, settings, traffic, "Aggregated sensor data without personal information")
-    visits = await submit(
-        summit,
-        summit_licence,
-        "Outpatient visits research sandbox",
-        "outpatient-visits",
-        DeliveryMode.sandbox,
-        rules=_rules(
-            ["sex", "district", "visit_date", "clinic", "diagnosis_code", "cost"],
-            id_number={"action": "drop"},
-            patient_name={"action": "drop"},
-            phone={"action": "pseudonymise"},
-            birth_date={"action": "generalise", "method": "year"},
-            postcode={"action": "generalise", "method": "suppress"},
-        ),
-        purposes=[Purpose.academic_research, Purpose.healthcare_management],
-        plans=[{"type": "monthly", "price": "6000.00", "name": "Research seat"}],
-    )
-    await reviews.approve(
-        session,
-        reviewer,
-        settings,
-        visits,
-        "L3 data in the sandbox only; identifiers removed; k-anonymity above the licence's minimum",
-    )
-    await submit(
-        harbour,
-        harbour_licence,
-        "Property market by district",
-        "property-transactions",
-        DeliveryMode.api,
-        rules=_rules(
-            ["transaction_id", "district", "area_sqm", "total_price", "price_per_sqm", "deal_date"],
-            buyer_id_number={"action": "pseudonymise"},
-            buyer_age={"action": "generalise", "method": "bucket", "size": 20},
-        ),
-        purposes=[Purpose.market_analysis],
-        plans=[{"type": "monthly", "price": "2500.00", "name": "Analyst"}],
-    )  # left pending: the reviewer's queue has work
-    air = await submit(
-        summit,
-        summit_licence,
-        "Air quality alerts feed",
-        "air-quality",
-        DeliveryMode.api,
-        rules=_rules(["station_id", "district", "measured_at", "pm25", "pm10", "aqi"]),
-        purposes=[Purpose.environmental_monitoring],
-        plans=[{"type": "monthly", "price": "900.00", "name": "Alerts"}],
-    )
-    await reviews.reject(
-        session, reviewer, air, "The product description promises real-time alerts the three-hourly source cannot give"
-    )
-    summit_road = await submit(
-        summit,
-        summit_traffic,
-        "Congestion index API",
-        "traffic-flow",
-        DeliveryMode.api,
-        rules=_rules(["road", "district", "hour", "congestion_index"]),
-        purposes=[Purpose.urban_planning],
-        plans=[{"type": "metered", "price": "0.10", "name": "Per call"}],
-    )
-    await reviews.approve(session, reviewer, settings, summit_road, "Checks passed")
-
-    await licences.suspend_licence(
-        session,
-        owner,
-        summit_traffic,
-        "Volume cap exceeded three months running; suspended pending the operator's remediation plan",
-    )
-    return {"created": True, "licences": [str(harbour_licence), str(summit_licence), str(summit_traffic)]}
+    return {
+        "created": True,
+        "resources": ids,
+        "licences": {"harbour": harbour_licence, "summit": summit_licence, "summit_traffic": summit_traffic},
+    }

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from licensing.models import DeliveryMode, Grade, PlanType
@@ -137,10 +137,13 @@ class PlanBuyer(SQLModel, table=True):
 
 
 class ProductSearchDocument(SQLModel, table=True):
-    """What the catalog search matches: the product's words in both languages, Chinese segmented into words.
+    """What the catalog search reads: one row per listed product, with its words in both languages (Chinese
+    segmented into words) and copies of its facets and sort keys, so a search reads this one narrow table and
+    never joins products, plans or licensing tables.
 
-    On PostgreSQL a GIN index over ``to_tsvector('simple', terms)`` answers the match; on SQLite an FTS5 table
-    ``product_fts`` (created by the migration, kept in step by triggers on this table) does.
+    On PostgreSQL a GIN index over ``to_tsvector('simple', terms)`` answers the match; on SQLite a contentless
+    FTS5 table ``product_fts`` (created by the migration, kept in step by triggers on this table) indexes the
+    terms and the facets as words, so facet counts are FTS5 doclist intersections.
     """
 
     __tablename__ = "product_search"
@@ -148,4 +151,16 @@ class ProductSearchDocument(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     product_id: uuid.UUID = Field(foreign_key="product.id")
+    operator_id: uuid.UUID = Field(index=True)
+    department_id: uuid.UUID = Field(index=True)
+    domain: Domain = Field(sa_column=enum_column(Domain, index=True))
+    mode: DeliveryMode = Field(sa_column=enum_column(DeliveryMode, index=True))
+    grade: Grade = Field(sa_column=enum_column(Grade, index=True))
+    #: the types of the product's active public plans, space-separated and space-framed: " free monthly ".
+    plan_types: str = Field(default=" ", max_length=64)
+    #: the lowest active public plan price in cents (None without such a plan), for sorting by price.
+    price_cents: int | None = Field(default=None, sa_type=BigInteger, index=True)
+    listed_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    #: the English name in lower case, for sorting by name.
+    sort_name: str = Field(max_length=200, index=True)
     terms: str = Field(sa_column=Column(Text, nullable=False))

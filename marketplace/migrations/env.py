@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from marketplace.core.db import create_sync_engine, is_sqlite
+from marketplace.migrations.env_filters import include_name
 from marketplace.models import metadata
 
 config = context.config
@@ -24,6 +25,7 @@ def run_migrations_online() -> None:
             target_metadata=metadata,
             render_as_batch=is_sqlite(url),
             compare_type=True,
+            include_name=include_name,
         )
         with context.begin_transaction():
             context.run_migrations()

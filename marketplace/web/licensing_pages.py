@@ -16,6 +16,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 from pydantic import ValidationError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from licensing.models import (
     DeliveryMode,
@@ -32,6 +33,10 @@ from licensing.schemas import CheckResult, FieldSpec, LicenceCreate, ListingSubm
 from licensing.services import licences as licence_services
 from licensing.services import resources as resource_services
 from licensing.services import reviews as review_services
+from marketplace.catalog.models import Domain
+from marketplace.catalog.schemas import PlanCreate, ProductCreate
+from marketplace.catalog.services import plans as plan_services
+from marketplace.catalog.services import products as product_services
 from marketplace.core.errors import DomainError
 from marketplace.core.http import DbSession
 from marketplace.core.identity import services as identity
@@ -144,6 +149,46 @@ def submission_of(form: FormMultiDict) -> dict[str, Any]:
         "purposes": form.getall("purposes", []),
         "plans": plans,
     }
+
+
+async def _create_and_submit(
+    session: AsyncSession, principal: Principal, state: State, submission: ListingSubmission, form: FormMultiDict
+) -> uuid.UUID:
+    """The operator's product from the submission form: a draft product with its plans in the catalog, then
+    submitted for listing review (its checks passed just before)."""
+    name = submission.product_name
+    product = await product_services.create_product(
+        session,
+        principal,
+        ProductCreate(
+            licence_id=submission.licence_id,
+            resource_id=submission.resource_id,
+            mode=submission.mode,
+            rules=submission.rules,
+            purposes=submission.purposes,
+            name=name,
+            name_zh=str(form.get("product_name_zh", "")).strip() or name,
+            summary=str(form.get("summary", "")).strip()[:500],
+            domain=Domain(str(form.get("domain"))) if form.get("domain") in Domain.__members__ else Domain.other,
+        ),
+    )
+    for plan in submission.plans:
+        plan_name = str(getattr(plan, "name", "") or "").strip() or plan.type.value
+        metered = plan.type is PlanType.metered
+        await plan_services.add_plan(
+            session,
+            principal,
+            product.id,
+            PlanCreate(
+                name=plan_name,
+                name_zh=plan_name,
+                type=plan.type,
+                price="0.00" if metered else plan.price,
+                per_call_price=plan.price if metered else None,
+            ),
+        )
+    await product_services.submit_product(session, principal, state.settings, product.id)
+    return product.id
 
 
 class LicensingPageController(Controller):
@@ -416,10 +461,14 @@ class LicensingPageController(Controller):
         values["purposes"] = form.getall("purposes", [])
         try:
             submission = ListingSubmission.model_validate(submission_of(form))
-            if form.get("intent") == "check":
-                outcome = await review_services.check_listing(db_session, principal, state.settings, submission)
-                return await self._submission_page(request, db_session, principal, choice, form=values, checks=outcome.checks)
-            await review_services.submit_for_listing(db_session, principal, state.settings, submission)
+            outcome = await review_services.check_listing(db_session, principal, state.settings, submission)
+            if form.get("intent") == "check" or not outcome.passed:
+                status = 200 if form.get("intent") == "check" else 422
+                errors = [] if status == 200 else [_("The automated checks failed; nothing was stored.")]
+                return await self._submission_page(
+                    request, db_session, principal, choice, form=values, checks=outcome.checks, errors=errors, status_code=status
+                )
+            product_id = await _create_and_submit(db_session, principal, state, submission, form)
         except ValidationError as exc:
             return await self._submission_page(
                 request, db_session, principal, choice, form=values, errors=_errors_of(exc), status_code=400
@@ -435,7 +484,7 @@ class LicensingPageController(Controller):
             return await self._submission_page(
                 request, db_session, principal, choice, form=values, errors=[exc.detail], status_code=exc.status
             )
-        return Redirect("/licensing/reviews?status=pending", status_code=HTTP_303_SEE_OTHER)
+        return Redirect(f"/operator/products/{product_id}", status_code=HTTP_303_SEE_OTHER)
 
     # --- listing reviews ------------------------------------------------------------------------------
 

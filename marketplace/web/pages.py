@@ -68,7 +68,12 @@ PARTY_MISSIONS = {
 
 def navigation(principal: Principal) -> list[NavItem]:
     """The navigation of a party: only pages that exist and that the party may open."""
-    items = [NavItem(_n("Home"), "/", "home"), NavItem(_n("Organisation"), "/account/members", "members")]
+    items = [NavItem(_n("Home"), "/", "home"), NavItem(_n("Data product catalog"), "/catalog", "catalog")]
+    if principal.org_kind is OrgKind.buyer:
+        items.append(NavItem(_n("Buyer console"), "/buyer", "buyer"))
+    if principal.org_kind is OrgKind.operator:
+        items.append(NavItem(_n("Operator console"), "/operator", "operator"))
+    items.append(NavItem(_n("Organisation"), "/account/members", "members"))
     if principal.org_kind is OrgKind.buyer:
         items.append(NavItem(_n("API clients"), "/account/clients", "clients"))
     if principal.org_kind in (OrgKind.owner, OrgKind.regulator, OrgKind.auditor):

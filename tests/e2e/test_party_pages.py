@@ -36,6 +36,9 @@ PARTY_TITLES = {
 NAV_LABELS = {
     "en": {
         "home": "Home",
+        "catalog": "Data product catalog",
+        "buyer": "Buyer console",
+        "operator": "Operator console",
         "members": "Organisation",
         "clients": "API clients",
         "resources": "Data resources",
@@ -46,6 +49,9 @@ NAV_LABELS = {
     },
     "zh-CN": {
         "home": "首页",
+        "catalog": "数据产品目录",
+        "buyer": "需求方工作台",
+        "operator": "运营工作台",
         "members": "本单位",
         "clients": "API 客户端",
         "resources": "数据资源",
@@ -101,9 +107,9 @@ def expect_home_of(page: Page, live_server: LiveServer, kind: OrgKind, org_name:
     expect(page.locator(f'header [data-party="{kind.value}"]')).to_contain_text(org_name)
     expect(page.locator(f'header [data-party="{kind.value}"]')).to_contain_text(title)
     keys = {
-        OrgKind.buyer: ["home", "members", "clients", "api"],
-        OrgKind.operator: ["home", "members", "licences", "reviews", "api"],
-    }.get(kind, ["home", "members", "resources", "licences", "reviews", "ledger", "api"])
+        OrgKind.buyer: ["home", "catalog", "buyer", "members", "clients", "api"],
+        OrgKind.operator: ["home", "catalog", "operator", "members", "licences", "reviews", "api"],
+    }.get(kind, ["home", "catalog", "members", "resources", "licences", "reviews", "ledger", "api"])
     nav = page.get_by_role("navigation", name="主导航" if lang == "zh-CN" else "Main navigation").locator("[data-nav]")
     expect(nav).to_have_text([NAV_LABELS[lang][k] for k in keys])
     assert nav.evaluate_all("links => links.map(a => a.dataset.nav)") == keys

@@ -29,6 +29,7 @@ from marketplace.catalog.models import (
 from marketplace.core.identity.models import Organisation
 from marketplace.core.principal import OrgKind
 from marketplace.core.types import utcnow
+from marketplace.delivery.models import Delivery
 from marketplace.subscriptions.models import (
     BuyerQualification,
     Entitlement,
@@ -96,10 +97,10 @@ def make_plan(
 ) -> Plan:
     """A plan of ``product``; a private plan is offered to ``buyers``."""
     n = next(_counter)
+    fields.setdefault("name", f"Plan {n}")
+    fields.setdefault("name_zh", f"套餐{n}")
     plan = Plan(
         product_id=product.id,
-        name=f"Plan {n}",
-        name_zh=f"套餐{n}",
         type=type,
         price="0.00" if type is PlanType.free else price,
         access=access,
@@ -242,3 +243,56 @@ def make_market(
     subscription, entitlement = make_subscription(engine, buyer_a, product, plan)
     assert entitlement is not None
     return Market(owner, operator, buyer_a, buyer_b, resource, licence, product, plan, subscription, entitlement)
+
+
+def make_deliveries(
+    engine: Engine, subscription: Subscription, entitlement: Entitlement, calls: Sequence[tuple[int, int]]
+) -> list[Delivery]:
+    """Deliveries under an entitlement: for each (days ago, rows) one API call that many days ago (metadata only;
+    not in the ledger — tests of metering use the real delivery routes)."""
+    now = utcnow()
+    made = []
+    with Session(engine) as session:
+        for days_ago, rows in calls:
+            delivery = Delivery(
+                entitlement_id=entitlement.id,
+                subscription_id=subscription.id,
+                buyer_org_id=subscription.buyer_org_id,
+                operator_id=subscription.operator_id,
+                product_id=subscription.product_id,
+                mode=entitlement.mode,
+                rows=rows,
+                bytes=rows * 120,
+                occurred_at=now - timedelta(days=days_ago, minutes=5),
+            )
+            session.add(delivery)
+            made.append(delivery)
+        session.commit()
+        for delivery in made:
+            session.refresh(delivery)
+    return made
+
+
+def index_products(database_url: str, *products: Product) -> None:
+    """Write the catalog search documents of ``products`` (factories bypass the services that do it)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from marketplace.catalog.search import reindex_product
+    from marketplace.core.db import Database
+
+    async def work() -> None:
+        database = Database(database_url, pool_size=1)
+        try:
+            async with database.session() as session:
+                for product in products:
+                    stored = await session.get(Product, product.id)
+                    assert stored is not None
+                    await reindex_product(session, stored)
+                await session.commit()
+        finally:
+            await database.dispose()
+
+    # Playwright's sync API (and pytest-asyncio) may hold an event loop on this thread.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, work()).result()

@@ -8,6 +8,7 @@ from sqlalchemy import inspect
 
 from marketplace.core.db import create_sync_engine
 from marketplace.migrations import downgrade, upgrade
+from marketplace.migrations.env_filters import include_name
 from marketplace.models import metadata
 
 
@@ -16,7 +17,8 @@ def test_migrations_match_the_models(fresh_database_url: str) -> None:
     engine = create_sync_engine(fresh_database_url)
     try:
         with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+            opts = {"compare_type": True, "include_name": include_name}
+            diff = compare_metadata(MigrationContext.configure(conn, opts=opts), metadata)
     finally:
         engine.dispose()
     assert diff == [], f"models and migrations differ: write a migration ({diff})"

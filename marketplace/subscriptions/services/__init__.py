@@ -24,6 +24,7 @@ from marketplace.subscriptions.services.reports import (
     ProductRevenue,
     ProductSubscribers,
     contracted_revenue_by_month,
+    counterpart_buyers,
     products_by_id,
     subscribers_by_product,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "activate_subscription",
     "cancel_subscription",
     "contracted_revenue_by_month",
+    "counterpart_buyers",
     "create_subscription",
     "current_agreement",
     "decide_qualification",

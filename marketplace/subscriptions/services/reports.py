@@ -12,14 +12,15 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.catalog.models import Product
+from marketplace.core.identity.models import Organisation
 from marketplace.core.principal import OrgKind, Principal
 from marketplace.core.types import utcnow
-from marketplace.subscriptions.models import Subscription, SubscriptionStatus
+from marketplace.subscriptions.models import BuyerQualification, Subscription, SubscriptionStatus
 from marketplace.subscriptions.services.subscriptions import scoped_subscriptions
 
 ACTIVE = frozenset({SubscriptionStatus.active, SubscriptionStatus.past_due})
@@ -151,3 +152,16 @@ async def contracted_revenue_by_month(
     revenue.sort(key=lambda r: (r.name, str(r.product_id)))
     totals = [f"{sum((Decimal(r.amounts[i]) for r in revenue), Decimal(0)):.2f}" for i in range(months)]
     return ContractedRevenue(months=labels, products=revenue, totals=totals)
+
+
+async def counterpart_buyers(session: AsyncSession, principal: Principal) -> list[Organisation]:
+    """The buyer organisations the caller deals with: for an operator, those that submitted a qualification to it or
+    subscribed to its products; for a buyer, itself; supervisors and the owner, every buyer. Ordered by name."""
+    stmt = select(Organisation).where(Organisation.kind == OrgKind.buyer.value)
+    if principal.org_kind is OrgKind.operator:
+        qualified = select(BuyerQualification.buyer_org_id).where(BuyerQualification.operator_id == principal.org_id)
+        subscribed = select(Subscription.buyer_org_id).where(Subscription.operator_id == principal.org_id)
+        stmt = stmt.where(or_(col(Organisation.id).in_(qualified), col(Organisation.id).in_(subscribed)))
+    elif principal.org_kind is OrgKind.buyer:
+        stmt = stmt.where(Organisation.id == principal.org_id)
+    return list((await session.exec(stmt.order_by(col(Organisation.name)))).all())

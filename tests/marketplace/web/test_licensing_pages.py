@@ -224,5 +224,10 @@ def test_operator_checks_and_submits_a_product_on_the_page(settings: Settings, e
         assert row_counts(engine, "listing_review") == {"listing_review": 0}
         submitted = client.post("/licensing/reviews/new", data={**base, "intent": "submit"}, follow_redirects=False)
         assert submitted.status_code == 303, submitted.text[:1000]
-    assert row_counts(engine, "listing_review") == {"listing_review": 1}
+        # The submission is a catalog product now in review, with its plan; the operator lands on its page.
+        assert submitted.headers["location"].startswith("/operator/products/")
+        product_page = client.get(submitted.headers["location"])
+        assert 'data-status="in_review"' in product_page.text
+    assert row_counts(engine, "listing_review", "product", "plan") == {"listing_review": 1, "product": 1, "plan": 1}
     assert [e["type"] for e in ledger_events(engine, "listing.")] == ["listing.submitted", "listing.checks_passed"]
+    assert next(e["type"] for e in ledger_events(engine, "product.")) == "product.created"

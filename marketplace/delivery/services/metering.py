@@ -1,0 +1,398 @@
+"""Metering with group commit: every successful delivery becomes a ``Delivery`` row, a bump of its entitlement's
+``UsageCounter`` for the month and a ``delivery.recorded`` ledger event; refused calls are counted and recorded as
+``delivery.refused`` events (one per flush per entitlement, code and mode, with a count).
+
+The request path never waits for the database write: it hands the delivery to the process's :class:`Meter`, which
+writes everything buffered in one transaction (one ``supervision.services.record_many`` for all the events) at most
+``max_delay_s`` (5 ms) after the first buffered item, or as soon as ``max_batch`` are waiting. A flush has a fixed
+cost of a few ms (one transaction, the ledger lock); under load the next flush therefore waits up to three times the
+last one's duration (at most 50 ms), so metering takes at most about a quarter of the process's time and the
+batches grow instead. The app's shutdown flushes what is left (``delivery_lifespan`` in ``marketplace.delivery.api``).
+
+Quota counts what is still in the buffer: ``reserve`` adds a call (and the rows it may deliver) to the pending usage
+of the entitlement before the data is read, ``record`` settles it to what was delivered, and the pending usage goes
+away only once the flush that wrote it has committed. A check reads the committed counter and then the pending usage
+of this process; ``epoch`` changes at every commit so that a check which read the counter before a commit and the
+buffer after it reads again (nothing is counted twice or missed). Other processes' buffers are not visible: with
+several web processes a quota can be overrun by what the others deliver within one flush interval.
+
+Files (exports) are metered by the export task in its own transaction: :func:`record_deliveries_now`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+import supervision.services as ledger
+from licensing.models import DeliveryMode
+from marketplace.core.db import Database
+from marketplace.core.events import Actor, DomainEvent
+from marketplace.core.types import utcnow
+from marketplace.delivery.models import Delivery, UsageCounter
+
+log = logging.getLogger(__name__)
+
+#: How long a delivery may wait in the buffer, and how many make a flush at once.
+MAX_DELAY_S = 0.005
+MAX_BATCH = 500
+#: Under load a flush (one transaction, a fixed cost of a few ms) waits at least this many times the last flush's
+#: duration after it, so that metering takes at most about a quarter of the process's time and batches grow instead.
+FLUSH_SPACING = 3.0
+#: ... but never longer than this.
+MAX_SPACING_S = 0.05
+#: A failed flush is retried this many times (with the items kept), then dropped with an error in the log.
+FLUSH_ATTEMPTS = 5
+#: Client ids named in one refusal event at most.
+MAX_CLIENTS_NAMED = 10
+
+
+def month_of(moment: datetime) -> str:
+    """The usage month (UTC) of a moment: ``"2026-12"``."""
+    return moment.strftime("%Y-%m")
+
+
+@dataclass(frozen=True)
+class MeteredDelivery:
+    """One successful delivery, as metered: metadata only."""
+
+    entitlement_id: uuid.UUID
+    subscription_id: uuid.UUID
+    buyer_org_id: uuid.UUID
+    operator_id: uuid.UUID
+    owner_org_id: uuid.UUID
+    product_id: uuid.UUID
+    licence_id: uuid.UUID
+    mode: DeliveryMode
+    rows: int
+    bytes: int
+    actor: Actor
+    client_id: str | None
+    occurred_at: datetime = field(default_factory=utcnow)
+    #: A few more metadata for the ledger event (e.g. an export id, a query's hash); never data.
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def month(self) -> str:
+        """The usage month this delivery counts in."""
+        return month_of(self.occurred_at)
+
+    def event(self) -> DomainEvent:
+        """The ``delivery.recorded`` ledger event."""
+        return DomainEvent(
+            "delivery.recorded",
+            self.actor,
+            orgs=(self.buyer_org_id, self.operator_id, self.owner_org_id),
+            subjects={
+                "entitlement": str(self.entitlement_id),
+                "subscription": str(self.subscription_id),
+                "product": str(self.product_id),
+                "licence": str(self.licence_id),
+            },
+            payload={"mode": self.mode.value, "rows": self.rows, "bytes": self.bytes, **self.details},
+            occurred_at=self.occurred_at,
+        )
+
+
+@dataclass(frozen=True)
+class RefusalKey:
+    """What refusals are counted by: the buyer, the product, the entitlement (if one was found), the code, the mode."""
+
+    buyer_org_id: uuid.UUID
+    product_id: uuid.UUID
+    entitlement_id: uuid.UUID | None
+    code: str
+    mode: DeliveryMode
+
+
+@dataclass
+class RefusalTally:
+    """Refusals of one key since the last flush."""
+
+    count: int
+    first_at: datetime
+    last_at: datetime
+    orgs: tuple[uuid.UUID, ...]
+    subjects: dict[str, str]
+    actors: list[Actor]
+
+
+@dataclass
+class PendingUsage:
+    """Usage of an entitlement in a month that is reserved or buffered but not yet committed."""
+
+    calls: int = 0
+    rows: int = 0
+    bytes: int = 0
+
+
+def refusal_event(key: RefusalKey, tally: RefusalTally) -> DomainEvent:
+    """The ``delivery.refused`` event of one tally."""
+    actors = {(a.kind, a.id): a for a in tally.actors}
+    actor = next(iter(actors.values())) if len(actors) == 1 else Actor("system", "platform")
+    clients = sorted(a.id for a in actors.values() if a.kind == "client")[:MAX_CLIENTS_NAMED]
+    return DomainEvent(
+        "delivery.refused",
+        actor,
+        orgs=tally.orgs,
+        subjects=tally.subjects,
+        payload={
+            "code": key.code,
+            "mode": key.mode.value,
+            "count": tally.count,
+            "first_at": tally.first_at.isoformat(),
+            "last_at": tally.last_at.isoformat(),
+            "clients": clients,
+            "callers": len(actors),
+        },
+        occurred_at=tally.last_at,
+    )
+
+
+async def write_deliveries(
+    session: AsyncSession, deliveries: Sequence[MeteredDelivery], refusals: Sequence[tuple[RefusalKey, RefusalTally]] = ()
+) -> list[int]:
+    """Write deliveries (rows, counters) and their events plus refusal events in the caller's transaction.
+
+    One ``record_many`` appends every event under one ledger lock; each ``Delivery`` row keeps its event's index.
+    Returns the ledger indices of the deliveries' events. The caller commits.
+    """
+    events = [d.event() for d in deliveries] + [refusal_event(k, t) for k, t in refusals]
+    if not events:
+        return []
+    indices = await ledger.record_many(session, events)
+    if deliveries:
+        await session.exec(  # type: ignore[call-overload]
+            insert(Delivery).values(
+                [
+                    {
+                        "id": uuid.uuid4(),
+                        "entitlement_id": d.entitlement_id,
+                        "subscription_id": d.subscription_id,
+                        "buyer_org_id": d.buyer_org_id,
+                        "operator_id": d.operator_id,
+                        "product_id": d.product_id,
+                        "client_id": d.client_id,
+                        "mode": d.mode,
+                        "rows": d.rows,
+                        "bytes": d.bytes,
+                        "ledger_index": index,
+                        "occurred_at": d.occurred_at,
+                    }
+                    for d, index in zip(deliveries, indices, strict=False)
+                ]
+            )
+        )
+        usage: dict[tuple[uuid.UUID, str], PendingUsage] = {}
+        for d in deliveries:
+            pending = usage.setdefault((d.entitlement_id, d.month), PendingUsage())
+            pending.calls += 1
+            pending.rows += d.rows
+            pending.bytes += d.bytes
+        await _bump_counters(session, usage)
+    return indices[: len(deliveries)]
+
+
+async def _bump_counters(session: AsyncSession, usage: dict[tuple[uuid.UUID, str], PendingUsage]) -> None:
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    insert_of = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    table = UsageCounter.__table__  # type: ignore[attr-defined]
+    # One statement per counter, in a fixed order (two flushes of several processes never deadlock each other).
+    for (entitlement_id, month), pending in sorted(usage.items(), key=lambda item: (str(item[0][0]), item[0][1])):
+        statement = insert_of(table).values(
+            entitlement_id=entitlement_id, month=month, calls=pending.calls, rows=pending.rows, bytes=pending.bytes
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["entitlement_id", "month"],
+            set_={
+                "calls": table.c.calls + statement.excluded.calls,
+                "rows": table.c.rows + statement.excluded.rows,
+                "bytes": table.c.bytes + statement.excluded.bytes,
+            },
+        )
+        await session.exec(statement)  # type: ignore[call-overload]
+
+
+async def record_deliveries_now(session: AsyncSession, deliveries: Sequence[MeteredDelivery]) -> list[int]:
+    """Meter deliveries in the caller's transaction, without the buffer (export tasks). The caller commits."""
+    return await write_deliveries(session, deliveries)
+
+
+class Meter:
+    """The process's buffer of deliveries and refusals, flushed in one transaction every few ms (group commit)."""
+
+    def __init__(self, database: Database, *, max_delay_s: float = MAX_DELAY_S, max_batch: int = MAX_BATCH) -> None:
+        self._database = database
+        self.max_delay_s = max_delay_s
+        self.max_batch = max_batch
+        self._deliveries: list[MeteredDelivery] = []
+        self._refusals: dict[RefusalKey, RefusalTally] = {}
+        self._pending: dict[tuple[uuid.UUID, str], PendingUsage] = {}
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._flush_lock = asyncio.Lock()
+        self._attempts = 0
+        self._last_flush_s = 0.0
+        #: Changes each time a flush commits (see the module docstring).
+        self.epoch = 0
+        #: Figures for tests and benchmarks: flushes done, deliveries and refusal events written, items dropped.
+        self.stats = {"flushes": 0, "deliveries": 0, "refusal_events": 0, "dropped": 0}
+
+    # --- quota ----------------------------------------------------------------------------------------------------
+
+    def pending(self, entitlement_id: uuid.UUID, month: str) -> PendingUsage:
+        """Usage of the entitlement in ``month`` not yet committed (reserved or buffered in this process)."""
+        return self._pending.get((entitlement_id, month)) or PendingUsage()
+
+    def reserve(self, entitlement_id: uuid.UUID, month: str, *, calls: int = 1, rows: int = 0) -> None:
+        """Count a call (and the rows it may deliver) before delivering it."""
+        pending = self._pending.setdefault((entitlement_id, month), PendingUsage())
+        pending.calls += calls
+        pending.rows += rows
+
+    def release(self, entitlement_id: uuid.UUID, month: str, *, calls: int = 1, rows: int = 0) -> None:
+        """Give back a reservation whose delivery did not happen."""
+        self._settle(entitlement_id, month, calls, rows, 0)
+
+    def _settle(self, entitlement_id: uuid.UUID, month: str, calls: int, rows: int, bytes_: int) -> None:
+        pending = self._pending.get((entitlement_id, month))
+        if pending is None:
+            return
+        pending.calls -= calls
+        pending.rows -= rows
+        pending.bytes -= bytes_
+        if pending.calls <= 0 and pending.rows <= 0:
+            del self._pending[(entitlement_id, month)]
+
+    # --- buffering ---------------------------------------------------------------------------------------------------
+
+    def record(self, delivery: MeteredDelivery, *, reserved_month: str, reserved_rows: int) -> None:
+        """Buffer a delivery whose call was reserved (with ``reserved_rows``) in ``reserved_month``."""
+        key = (delivery.entitlement_id, reserved_month)
+        pending = self._pending.setdefault(key, PendingUsage())
+        pending.rows += delivery.rows - reserved_rows
+        pending.bytes += delivery.bytes
+        if reserved_month != delivery.month:  # the month turned during the call: move the reservation
+            self._settle(delivery.entitlement_id, reserved_month, 1, delivery.rows, delivery.bytes)
+            self.reserve(delivery.entitlement_id, delivery.month, calls=1, rows=delivery.rows)
+            self._pending[(delivery.entitlement_id, delivery.month)].bytes += delivery.bytes
+        self._deliveries.append(delivery)
+        self._poke()
+
+    def refuse(
+        self,
+        key: RefusalKey,
+        actor: Actor,
+        *,
+        orgs: tuple[uuid.UUID, ...],
+        subjects: dict[str, str],
+    ) -> None:
+        """Count a refused call (recorded as one ``delivery.refused`` event per key and flush)."""
+        now = utcnow()
+        tally = self._refusals.get(key)
+        if tally is None:
+            self._refusals[key] = RefusalTally(1, now, now, orgs, subjects, [actor])
+        else:
+            tally.count += 1
+            tally.last_at = now
+            if len(tally.actors) < MAX_CLIENTS_NAMED and actor not in tally.actors:
+                tally.actors.append(actor)
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="delivery-meter")
+        if self._task is not None:
+            self._wake.set()
+            if len(self._deliveries) >= self.max_batch:
+                self._full.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._closed and len(self._deliveries) < self.max_batch:
+                wait = max(self.max_delay_s, min(FLUSH_SPACING * self._last_flush_s, MAX_SPACING_S))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), wait)
+            self._full.clear()
+            try:
+                await self.flush()
+            except Exception:  # logged in flush; the items stay for the next attempt
+                await asyncio.sleep(min(0.05 * self._attempts, 1.0))
+                self._wake.set()
+            if self._closed and not self._deliveries and not self._refusals:
+                return
+
+    async def flush(self) -> int:
+        """Write everything buffered in one transaction now; returns how many deliveries were written."""
+        async with self._flush_lock:
+            deliveries, refusals = self._deliveries, self._refusals
+            if not deliveries and not refusals:
+                return 0
+            self._deliveries, self._refusals = [], {}
+            started = time.perf_counter()
+            try:
+                async with self._database.session() as session:
+                    await write_deliveries(session, deliveries, list(refusals.items()))
+                    await session.commit()
+            except Exception:
+                self._attempts += 1
+                if self._attempts >= FLUSH_ATTEMPTS:
+                    log.exception("dropping %d metered deliveries after %d failed flushes", len(deliveries), self._attempts)
+                    self.stats["dropped"] += len(deliveries) + len(refusals)
+                    self._attempts = 0
+                    for d in deliveries:
+                        self._settle(d.entitlement_id, d.month, 1, d.rows, d.bytes)
+                    self.epoch += 1
+                else:
+                    log.exception("metering flush failed (attempt %d); retrying", self._attempts)
+                    self._deliveries[:0] = deliveries
+                    for key, tally in refusals.items():
+                        later = self._refusals.pop(key, None)
+                        if later is not None:
+                            tally.count += later.count
+                            tally.last_at = later.last_at
+                        self._refusals[key] = tally
+                raise
+            self._attempts = 0
+            self._last_flush_s = time.perf_counter() - started
+            for d in deliveries:
+                self._settle(d.entitlement_id, d.month, 1, d.rows, d.bytes)
+            self.epoch += 1
+            self.stats["flushes"] += 1
+            self.stats["deliveries"] += len(deliveries)
+            self.stats["refusal_events"] += len(refusals)
+            return len(deliveries)
+
+    async def close(self) -> None:
+        """Flush what is left and stop (app shutdown)."""
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            self._wake.set()
+            self._full.set()
+            try:
+                await asyncio.wait_for(task, timeout=10)
+            except Exception:
+                log.exception("the meter did not stop cleanly")
+        for _ in range(FLUSH_ATTEMPTS):
+            try:
+                await self.flush()
+                return
+            except Exception:
+                await asyncio.sleep(0.05)

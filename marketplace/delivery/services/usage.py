@@ -1,0 +1,162 @@
+"""Reads of delivery usage: the caller's running entitlements with this month's use, and deliveries by day and by
+mode for the consoles' charts. One scoping helper: a buyer sees its own deliveries, an operator those of its
+products, the owner those under its licences, regulators and auditors all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date, datetime, timedelta
+from typing import Any, NamedTuple
+
+from sqlalchemy import Date, cast, func, select
+from sqlmodel import col
+from sqlmodel import select as sqlmodel_select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from licensing.models import DeliveryMode, Licence
+from marketplace.catalog.models import Product
+from marketplace.core.principal import OrgKind, Principal
+from marketplace.core.types import utcnow
+from marketplace.delivery.models import Delivery, UsageCounter
+from marketplace.delivery.schemas import EntitlementView, Quota, Usage
+from marketplace.delivery.services.metering import Meter, month_of
+from marketplace.subscriptions.models import Entitlement, Subscription, SubscriptionStatus
+
+#: Subscription statuses whose entitlements are listed (a past-due one is listed, and refused at the call).
+RUNNING = (SubscriptionStatus.active, SubscriptionStatus.past_due)
+
+
+class DayUsage(NamedTuple):
+    """Deliveries of one product on one day (UTC)."""
+
+    day: date
+    product_id: uuid.UUID
+    calls: int
+    rows: int
+    bytes: int
+
+
+class ModeUsage(NamedTuple):
+    """Deliveries by mode."""
+
+    mode: DeliveryMode
+    calls: int
+    rows: int
+    bytes: int
+
+
+def scoped_deliveries(statement: Any, principal: Principal) -> Any:
+    """Restrict a query over ``Delivery`` to what the caller may see."""
+    if principal.org_kind is OrgKind.buyer:
+        return statement.where(col(Delivery.buyer_org_id) == principal.org_id)
+    if principal.org_kind is OrgKind.operator:
+        return statement.where(col(Delivery.operator_id) == principal.org_id)
+    if principal.org_kind is OrgKind.owner:
+        return (
+            statement.join(Product, col(Product.id) == col(Delivery.product_id))
+            .join(Licence, col(Licence.id) == col(Product.licence_id))
+            .where(col(Licence.owner_org_id) == principal.org_id)
+        )
+    return statement
+
+
+def _day(session: AsyncSession) -> Any:
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    if dialect == "postgresql":
+        return cast(func.timezone("UTC", col(Delivery.occurred_at)), Date)
+    return func.date(col(Delivery.occurred_at))  # stored in UTC as text: its first ten characters
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+async def usage_by_day(
+    session: AsyncSession, principal: Principal, *, days: int = 30, product_id: uuid.UUID | None = None
+) -> list[DayUsage]:
+    """Calls, rows and bytes delivered per day and product over the last ``days`` days (today included), oldest
+    first, within the caller's scope; days without deliveries are absent."""
+    since = datetime.combine(utcnow().date() - timedelta(days=max(days, 1) - 1), datetime.min.time(), tzinfo=utcnow().tzinfo)
+    day = _day(session).label("day")
+    statement = select(
+        day,
+        col(Delivery.product_id),
+        func.count().label("calls"),
+        func.coalesce(func.sum(col(Delivery.rows)), 0),
+        func.coalesce(func.sum(col(Delivery.bytes)), 0),
+    ).where(col(Delivery.occurred_at) >= since)
+    if product_id is not None:
+        statement = statement.where(col(Delivery.product_id) == product_id)
+    statement = (
+        scoped_deliveries(statement, principal).group_by(day, col(Delivery.product_id)).order_by(day, col(Delivery.product_id))
+    )
+    rows = (await (await session.connection()).execute(statement)).all()
+    return [DayUsage(_as_date(d), p, int(c), int(r), int(b)) for d, p, c, r, b in rows]
+
+
+async def usage_by_mode(
+    session: AsyncSession, principal: Principal, *, days: int = 30, product_id: uuid.UUID | None = None
+) -> list[ModeUsage]:
+    """Calls, rows and bytes delivered per mode over the last ``days`` days, within the caller's scope."""
+    since = datetime.combine(utcnow().date() - timedelta(days=max(days, 1) - 1), datetime.min.time(), tzinfo=utcnow().tzinfo)
+    statement = select(
+        col(Delivery.mode),
+        func.count(),
+        func.coalesce(func.sum(col(Delivery.rows)), 0),
+        func.coalesce(func.sum(col(Delivery.bytes)), 0),
+    ).where(col(Delivery.occurred_at) >= since)
+    if product_id is not None:
+        statement = statement.where(col(Delivery.product_id) == product_id)
+    statement = scoped_deliveries(statement, principal).group_by(col(Delivery.mode)).order_by(col(Delivery.mode))
+    rows = (await (await session.connection()).execute(statement)).all()
+    return [ModeUsage(DeliveryMode(m), int(c), int(r), int(b)) for m, c, r, b in rows]
+
+
+async def list_entitlements(session: AsyncSession, principal: Principal, meter: Meter | None = None) -> list[EntitlementView]:
+    """The caller's organisation's running entitlements (not ended, not expired, subscription active or past due),
+    with this month's use (deliveries still being metered included when ``meter`` is given)."""
+    now = utcnow()
+    month = month_of(now)
+    statement = (
+        sqlmodel_select(Entitlement, Subscription, Product, UsageCounter)
+        .join(Subscription, col(Subscription.id) == col(Entitlement.subscription_id))
+        .join(Product, col(Product.id) == col(Entitlement.product_id))
+        .outerjoin(UsageCounter, (col(UsageCounter.entitlement_id) == col(Entitlement.id)) & (col(UsageCounter.month) == month))
+        .where(
+            col(Entitlement.buyer_org_id) == principal.org_id,
+            col(Entitlement.ended_at).is_(None),
+            col(Entitlement.valid_until) > now,
+            col(Subscription.status).in_(RUNNING),
+        )
+        .order_by(col(Product.name), col(Entitlement.valid_until))
+    )
+    views = []
+    for entitlement, subscription, product, counter in (await session.exec(statement)).all():
+        pending = meter.pending(entitlement.id, month) if meter is not None else None
+        views.append(
+            EntitlementView(
+                entitlement_id=entitlement.id,
+                product_id=entitlement.product_id,
+                product_name=product.name,
+                product_name_zh=product.name_zh,
+                mode=entitlement.mode,
+                fields=json.loads(entitlement.fields_json),
+                quota=Quota(calls=entitlement.quota_calls, rows=entitlement.quota_rows),
+                used=Usage(
+                    month=month,
+                    calls=(counter.calls if counter else 0) + (pending.calls if pending else 0),
+                    rows=(counter.rows if counter else 0) + (pending.rows if pending else 0),
+                    bytes=(counter.bytes if counter else 0) + (pending.bytes if pending else 0),
+                ),
+                valid_until=entitlement.valid_until,
+                subscription_id=entitlement.subscription_id,
+                subscription_status=subscription.status,
+            )
+        )
+    return views
