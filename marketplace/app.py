@@ -43,6 +43,7 @@ from marketplace.core.keys import load_signing_key
 from marketplace.core.settings import Settings, load_settings
 from marketplace.core.tasks import PERIODIC_JOBS, InProcessScheduler, configure_celery
 from marketplace.delivery.api import CONTROLLERS as DELIVERY_CONTROLLERS
+from marketplace.delivery.api import delivery_lifespan
 from marketplace.subscriptions.api import CONTROLLERS as SUBSCRIPTION_CONTROLLERS
 from marketplace.web import i18n
 from marketplace.web.buyer_pages import BuyerPageController
@@ -160,7 +161,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "prepare_error_page": prepare_error_page,
             }
         ),
-        lifespan=[lifespan],
+        lifespan=[lifespan, delivery_lifespan],  # delivery's runtime needs the database; its meter flushes first
         request_max_body_size=1024 * 1024,
         debug=False,
     )

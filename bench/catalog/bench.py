@@ -39,9 +39,10 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 from licensing.models import DeliveryMode, Grade, PlanType
+from marketplace.catalog import search_index
 from marketplace.catalog.models import Domain, ProductStatus
 from marketplace.catalog.schemas import CatalogQuery, CatalogSort
-from marketplace.catalog.search import product_terms, reindex_product, search_products
+from marketplace.catalog.search import product_name_terms, product_terms, reindex_product, search_in_database, search_products
 from marketplace.core.db import Database, create_sync_engine
 from marketplace.migrations import upgrade
 
@@ -355,6 +356,7 @@ def _document(product: dict[str, Any], plans: Sequence[dict[str, Any]], departme
         "listed_at": product["listed_at"],
         "sort_name": product["name"].lower()[:200],
         "terms": product_terms(model, department=department, operator=operator),
+        "name_terms": product_name_terms(model),
     }
 
 
@@ -457,6 +459,83 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))]
 
 
+async def check_against_database(url: str) -> None:
+    """Every benchmark query (and a few pages and sorts more) gives the same page, total and facet counts from the
+    in-memory index as from SQL alone."""
+    db = Database(url)
+    try:
+        async with db.session() as session:
+            extra = [
+                {"q": "data", "page": 40, "sort": CatalogSort.newest},
+                {"q": "数据 统计", "sort": CatalogSort.price, "page": 3},
+                {"q": "glacier data", "sort": CatalogSort.name},
+                {"q": "hosp", "grade": Grade.L2},
+            ]
+            for params in [p for _, p in QUERIES] + extra:
+                query = CatalogQuery(**params)
+                fast, slow = await search_products(session, query), await search_in_database(session, query)
+                assert fast.total == slow.total, (params, fast.total, slow.total)
+                assert [i.id for i in fast.items] == [i.id for i in slow.items], params
+                assert fast.facets == slow.facets, params
+            await session.rollback()
+    finally:
+        await db.dispose()
+    say("  the index's answers equal the database's for every query")
+
+
+async def time_index(url: str) -> dict[str, float]:
+    """The in-memory index: cold build (read + build), its memory, and a search right after a change (applied
+    incrementally), p50/p95 over 20 changes."""
+    import tracemalloc
+
+    search_index.forget_indexes()
+    db = Database(url)
+    figures: dict[str, float] = {}
+    try:
+        async with db.session() as session:
+            started = time.perf_counter()
+            index = await search_index.current_index(session)
+            figures["build_s"] = time.perf_counter() - started
+            async with db.engine.connect() as conn:
+                rows = await search_index._rows(conn)
+            started = time.perf_counter()
+            search_index.CatalogIndex.build(index.epoch, index.version, rows)
+            figures["build_python_s"] = time.perf_counter() - started
+            tracemalloc.start()
+            again = search_index.CatalogIndex.build(index.epoch, index.version, rows)
+            figures["memory_mb"] = tracemalloc.get_traced_memory()[0] / 1e6
+            tracemalloc.stop()
+            del again, rows
+            figures["frequent_words"] = len(index.words)
+            from sqlmodel import select
+
+            from marketplace.catalog.models import Product, ProductStatus
+
+            ids = (await session.exec(select(Product.id).where(Product.status == ProductStatus.listed).limit(20))).all()
+            samples = []
+            for product_id in ids:
+                product = await session.get(Product, product_id)
+                assert product is not None
+                product.name_zh = product.name_zh + "新"
+                session.add(product)
+                await reindex_product(session, product)
+                await session.commit()
+                started = time.perf_counter()
+                await search_products(session, CatalogQuery(q="数据"))
+                samples.append((time.perf_counter() - started) * 1000)
+                await session.rollback()
+            figures["after_change_p50_ms"] = statistics.median(samples)
+            figures["after_change_p95_ms"] = percentile(samples, 0.95)
+    finally:
+        await db.dispose()
+    say(
+        f"  index: cold build {figures['build_s']:.2f} s (of which Python {figures['build_python_s']:.2f} s), "
+        f"{figures['memory_mb']:.0f} MB, {figures['frequent_words']:.0f} words with bitmaps; a search right after a "
+        f"change p50 {figures['after_change_p50_ms']:.1f} ms, p95 {figures['after_change_p95_ms']:.1f} ms"
+    )
+    return figures
+
+
 async def time_queries(url: str, runs: int) -> list[tuple[str, int, float, float, float]]:
     db = Database(url)
     results = []
@@ -496,7 +575,12 @@ def run_backend(label: str, url: str, catalog: Catalog, runs: int) -> list[tuple
     finally:
         engine.dispose()
     asyncio.run(check_loader(url, catalog, random.Random(SEED)))
+    INDEX_FIGURES[label] = asyncio.run(time_index(url))
+    asyncio.run(check_against_database(url))
     return asyncio.run(time_queries(url, runs))
+
+
+INDEX_FIGURES: dict[str, dict[str, float]] = {}
 
 
 def keep_sqlite(path: Path, count: int) -> None:
@@ -557,7 +641,16 @@ def main(argv: Sequence[str]) -> int:
             _l, _t, p50, p95, worst = results[backend][i]
             cells += [f"{p50:.1f} ms", f"**{p95:.1f} ms**", f"{worst:.1f} ms"]
         print(f"| {label} | {total:,} | " + " | ".join(cells) + " |")
+    print()
+    for backend, figures in INDEX_FIGURES.items():
+        print(
+            f"- {backend} index: cold build {figures['build_s']:.2f} s (Python part {figures['build_python_s']:.2f} s), "
+            f"{figures['memory_mb']:.0f} MB, {figures['frequent_words']:.0f} words with bitmaps; "
+            f"search right after a change: p50 {figures['after_change_p50_ms']:.1f} ms, "
+            f"p95 {figures['after_change_p95_ms']:.1f} ms"
+        )
     print(json.dumps({b: [{"query": r[0], "matches": r[1], "p95_ms": round(r[3], 2)} for r in rs] for b, rs in results.items()}))
+    print(json.dumps({"index": INDEX_FIGURES}))
     return 0
 
 

@@ -143,7 +143,8 @@ class ProductSearchDocument(SQLModel, table=True):
 
     On PostgreSQL a GIN index over ``to_tsvector('simple', terms)`` answers the match; on SQLite a contentless
     FTS5 table ``product_fts`` (created by the migration, kept in step by triggers on this table) indexes the
-    terms and the facets as words, so facet counts are FTS5 doclist intersections.
+    terms, the facets as words and the names' words. Frequent words, facets and orders are answered by each
+    process's in-memory index (``marketplace.catalog.search_index``), kept fresh by ``CatalogSearchState``.
     """
 
     __tablename__ = "product_search"
@@ -164,3 +165,26 @@ class ProductSearchDocument(SQLModel, table=True):
     #: the English name in lower case, for sorting by name.
     sort_name: str = Field(max_length=200, index=True)
     terms: str = Field(sa_column=Column(Text, nullable=False))
+    #: the words of the product's names only (English and Chinese): relevance puts name matches first.
+    name_terms: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class CatalogSearchState(SQLModel, table=True):
+    """One row: the catalog search documents' version, bumped by every change to them in the writer's transaction,
+    and an epoch made afresh with the row. Each process's in-memory search index compares them on every search."""
+
+    __tablename__ = "catalog_search_state"
+
+    id: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    epoch: str = Field(max_length=32)
+    version: int = Field(default=0, sa_type=BigInteger)
+
+
+class CatalogSearchChange(SQLModel, table=True):
+    """Which product's search document each version changed (so indexes apply changes instead of rebuilding);
+    old entries are pruned."""
+
+    __tablename__ = "catalog_search_change"
+
+    revision: int = Field(primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False})
+    product_id: uuid.UUID

@@ -3,25 +3,31 @@
 Words. A product's names, summaries, descriptions, department and operator names are cut into words: Chinese with
 jieba's search mode (``cut_for_search``, which also yields the short words inside long ones, e.g. 门诊就诊统计 ->
 门诊, 就诊, 统计), English and digits as lower-case words. They are stored space-separated in the product's
-``ProductSearchDocument.terms`` (the names first, so that they weigh more), together with copies of the product's
+``ProductSearchDocument.terms`` (the names' words also in ``name_terms``), together with copies of the product's
 facets and sort keys: a search reads that one narrow table and never joins products, plans or licensing tables.
 A query is cut with jieba's precise mode (its long words are in the documents too) and every word must match;
 English words of three letters or more also match as prefixes (``hosp`` finds ``hospital``).
 
-SQLite: a contentless FTS5 table ``product_fts`` (migration 0004, kept in step by triggers on ``product_search``)
-indexes the words and, in a second column, each facet as a word (``zzmod_api``, ``zzdep_<id>``...). Filters are
-words ANDed to the match; relevance is FTS5's bm25. Facet counts are exact: with no words and no filter they are the
-facet words' document counts (``product_fts_vocab``); with few matches the matching rows' facets are counted; with
-many, each facet value's count is an FTS5 doclist intersection (``match AND facet-word``), all in one statement.
+Relevance: products whose names contain every query word first, then the others; newest first within each.
 
-PostgreSQL: a GIN index over ``to_tsvector('simple', terms)`` answers ``@@ to_tsquery('simple', ...)``; the facet
-columns filter; every facet is counted in one ``GROUPING SETS`` query over the matches.
+Answering (``search_products``). Each process keeps an in-memory index of the catalog (``search_index``): facet
+bitmaps, bitmaps of the frequent words (in at least ~0.5 % of the products), the newest/price/name orders, brought
+up to date on every search from a version the writers bump (a committed change is seen by the very next search,
+in every process). A frequent word is answered from its bitmap; any other word is asked of the database's
+full-text engine, which returns few products by definition: SQLite's contentless FTS5 table ``product_fts``
+(columns ``terms``, ``facets``, ``names``; migration 0004, kept in step by triggers), PostgreSQL's GIN index over
+``to_tsvector('simple', terms)``. Facet counts are exact: one ``(result & value).bit_count()`` per facet value.
+
+``search_in_database`` answers the same query with SQL alone (the reference the tests compare the index with):
+SQLite counts facets over the matching rows, or by FTS5 doclist intersections when they are many; PostgreSQL in
+one ``GROUPING SETS`` query.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import secrets
 import threading
 import uuid
 import warnings
@@ -29,13 +35,15 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import delete, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from licensing.models import DeliveryMode, Department, Grade, PlanType
-from marketplace.catalog.models import Domain, Product, ProductSearchDocument, ProductStatus
+from marketplace.catalog import search_index
+from marketplace.catalog.models import CatalogSearchChange, Domain, Product, ProductSearchDocument, ProductStatus
 from marketplace.catalog.schemas import CatalogFacets, CatalogPage, CatalogQuery, CatalogSort, FacetValue, ProductSummary
+from marketplace.catalog.search_index import CatalogIndex
 from marketplace.catalog.services.common import PLAN_TYPE_ORDER, cents, names_of, public_plan_types, summary_fields
 from marketplace.core.identity.models import Organisation
 from marketplace.core.principal import OrgKind
@@ -144,6 +152,11 @@ def product_terms(product: Product, *, department: Department | None, operator: 
     return " ".join([*names, *rest])
 
 
+def product_name_terms(product: Product) -> str:
+    """The distinct words of a product's names (English and Chinese), space-separated: a document's ``name_terms``."""
+    return " ".join(dict.fromkeys(document_words(f"{product.name} {product.name_zh}")))
+
+
 # --- writing documents --------------------------------------------------------------------------------------------
 
 
@@ -155,6 +168,7 @@ async def reindex_product(session: AsyncSession, product: Product) -> None:
         if existing is not None:
             await session.delete(existing)
             await session.flush()
+            await _record_change(session, product.id)
         return
     orgs, departments = await names_of(session, [product.operator_id], [product.department_id])
     types = (await public_plan_types(session, [product.id]))[product.id]
@@ -171,7 +185,30 @@ async def reindex_product(session: AsyncSession, product: Product) -> None:
     document.terms = product_terms(
         product, department=departments.get(product.department_id), operator=orgs.get(product.operator_id)
     )
+    document.name_terms = product_name_terms(product)
     session.add(document)
+    await session.flush()
+    await _record_change(session, product.id)
+
+
+#: Change-log entries older than this many versions are pruned (an index further behind rebuilds).
+KEPT_CHANGES = 20_000
+
+
+async def _record_change(session: AsyncSession, product_id: uuid.UUID) -> None:
+    """Bump the search documents' version and log which product changed, in the writer's transaction. The row lock
+    on the state row orders concurrent writers, so versions follow commit order."""
+    bump = text("UPDATE catalog_search_state SET version = version + 1 WHERE id = 1 RETURNING version")
+    version = (await session.exec(bump)).scalar_one_or_none()  # type: ignore[call-overload]
+    if version is None:  # the row is gone (an emptied database): a new epoch
+        await session.exec(  # type: ignore[call-overload]
+            text("INSERT INTO catalog_search_state (id, epoch, version) VALUES (1, :e, 0) ON CONFLICT (id) DO NOTHING"),
+            params={"e": secrets.token_hex(16)},
+        )
+        version = (await session.exec(bump)).scalar_one()  # type: ignore[call-overload]
+    session.add(CatalogSearchChange(revision=int(version), product_id=product_id))
+    if version % 1000 == 0:
+        await session.exec(delete(CatalogSearchChange).where(col(CatalogSearchChange.revision) <= version - KEPT_CHANGES))
     await session.flush()
 
 
@@ -223,12 +260,14 @@ _SQLITE_ORDER = {
     CatalogSort.price: "s.price_cents IS NULL, s.price_cents, s.id",
     CatalogSort.name: "s.sort_name, s.id",
 }
+_SQLITE_NAMES_FIRST = "(s.id IN (SELECT rowid FROM product_fts WHERE product_fts MATCH :names)) DESC, s.listed_at DESC, s.id DESC"
 
 
 async def _search_sqlite(
     session: AsyncSession, query: CatalogQuery, words: list[str]
 ) -> tuple[list[uuid.UUID], int, dict[str, Counter[str]]]:
-    parts = [_fts_word(w) for w in words] + [f'"{_facet_word(f, v)}"' for f, v in _filters(query).items()]
+    words_match = " AND ".join(_fts_word(w) for w in words)
+    parts = ([f"terms : ({words_match})"] if words else []) + [f'"{_facet_word(f, v)}"' for f, v in _filters(query).items()]
     sort = query.sort if query.sort is not CatalogSort.relevance or words else CatalogSort.newest
     if not parts:
         total = int((await session.exec(text("SELECT count(*) FROM product_search"))).scalar_one())  # type: ignore[call-overload]
@@ -245,13 +284,18 @@ async def _search_sqlite(
             )
         ).scalar_one()
     )
-    order = "f.rank" if sort is CatalogSort.relevance else _SQLITE_ORDER[sort]
+    params = {"m": match, "n": query.page_size, "o": _offset(query)}
+    if sort is CatalogSort.relevance:
+        order = _SQLITE_NAMES_FIRST
+        params["names"] = f"names : ({words_match})"
+    else:
+        order = _SQLITE_ORDER[sort]
     ids = await session.exec(  # type: ignore[call-overload]
         text(
             "SELECT s.product_id FROM product_fts f JOIN product_search s ON s.id = f.rowid "  # noqa: S608
             f"WHERE product_fts MATCH :m ORDER BY {order} LIMIT :n OFFSET :o"
         ),
-        params={"m": match, "n": query.page_size, "o": _offset(query)},
+        params=params,
     )
     page = [_uuid(r[0]) for r in ids.all()]
     if total == 0:
@@ -347,7 +391,7 @@ async def _sqlite_intersection_counts(session: AsyncSession, match: str, total: 
 _PG_ORDER = {
     CatalogSort.newest: "listed_at DESC, id DESC",
     CatalogSort.price: "price_cents ASC NULLS LAST, id",
-    CatalogSort.name: "sort_name, id",
+    CatalogSort.name: 'sort_name COLLATE "C", id',  # code point order, as SQLite and the in-memory index sort
 }
 _PG_FACET_COLUMNS = ("department_id", "operator_id", "domain", "mode", "grade")
 
@@ -371,7 +415,7 @@ async def _search_postgres(
     where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
     sort = query.sort if query.sort is not CatalogSort.relevance or words else CatalogSort.newest
     order = (
-        "ts_rank(to_tsvector('simple', terms), to_tsquery('simple', :tsq)) DESC, listed_at DESC, id"
+        "to_tsvector('simple', name_terms) @@ to_tsquery('simple', :tsq) DESC, listed_at DESC, id DESC"
         if sort is CatalogSort.relevance
         else _PG_ORDER[sort]
     )
@@ -470,14 +514,20 @@ async def _items(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Produc
     ]
 
 
-async def search_products(session: AsyncSession, query: CatalogQuery) -> CatalogPage:
-    """One page of listed products matching ``query`` (anyone may search), with the total and exact facet counts
-    over the whole result. Words are ANDed; facet filters narrow the result and its counts."""
+async def search_in_database(session: AsyncSession, query: CatalogQuery) -> CatalogPage:
+    """``search_products`` answered by SQL alone, without the in-memory index (the reference it is tested against;
+    slow for words matching tens of thousands of products)."""
     words = query_words(query.q)
     if _dialect(session) == "sqlite":
         ids, total, counts = await _search_sqlite(session, query, words)
     else:
         ids, total, counts = await _search_postgres(session, query, words)
+    return await _page(session, query, ids, total, counts)
+
+
+async def _page(
+    session: AsyncSession, query: CatalogQuery, ids: Sequence[uuid.UUID], total: int, counts: dict[str, Counter[str]]
+) -> CatalogPage:
     return CatalogPage(
         items=await _items(session, ids),
         total=total,
@@ -485,3 +535,88 @@ async def search_products(session: AsyncSession, query: CatalogQuery) -> Catalog
         page_size=query.page_size,
         facets=await _facets(session, counts),
     )
+
+
+# --- answering from the in-memory index ----------------------------------------------------------------------
+
+#: A prefix matching more words than this that have no bitmap is asked of the database as a prefix.
+MAX_RARE_EXPANSIONS = 32
+_BITMAP_WORD = re.compile(r"^(?:[a-z0-9]+|[\u3400-\u4dbf\u4e00-\u9fff]+)$")
+
+
+def _is_prefix(word: str) -> bool:
+    return len(word) >= PREFIX_MIN_CHARS and _ASCII_WORD.match(word) is not None
+
+
+async def _database_matches(session: AsyncSession, index: CatalogIndex, words: list[str], *, any_of: bool) -> tuple[int, int]:
+    """The products matching ``words`` by the database's full-text engine (all of them, or with ``any_of`` any,
+    as exact words), and those whose names do, as bitmaps of ``index``."""
+    if _dialect(session) == "sqlite":
+        quoted = ['"' + w.replace('"', '""') + '"' for w in words] if any_of else [_fts_word(w) for w in words]
+        expression = (" OR " if any_of else " AND ").join(quoted)
+        statement = text(
+            "SELECT rowid, rowid IN (SELECT rowid FROM product_fts WHERE product_fts MATCH :names) "
+            "FROM product_fts WHERE product_fts MATCH :terms"
+        )
+        params = {"terms": f"terms : ({expression})", "names": f"names : ({expression})"}
+    else:
+        quoted = (
+            ["'" + w.replace("'", "''").replace("\\", "\\\\") + "'" for w in words] if any_of else [_ts_word(w) for w in words]
+        )
+        statement = text(
+            "SELECT id, to_tsvector('simple', name_terms) @@ to_tsquery('simple', :q) FROM product_search "
+            "WHERE to_tsvector('simple', terms) @@ to_tsquery('simple', :q)"
+        )
+        params = {"q": (" | " if any_of else " & ").join(quoted)}
+    rows = (await session.exec(statement, params=params)).all()  # type: ignore[call-overload]
+    return index.rows_to_bitmap(r[0] for r in rows), index.rows_to_bitmap(r[0] for r in rows if r[1])
+
+
+async def _search_index(
+    session: AsyncSession, index: CatalogIndex, query: CatalogQuery, words: list[str]
+) -> tuple[list[uuid.UUID], int, dict[str, Counter[str]]]:
+    result = index.filtered(_filters(query))
+    in_names = result
+    asked: list[str] = []  # words for the database's full-text engine
+    for word in words:
+        found = index.word_bitmaps(word, prefix=_is_prefix(word)) if _BITMAP_WORD.match(word) else None
+        if found is None or len(found[2]) > MAX_RARE_EXPANSIONS:
+            asked.append(word)
+            continue
+        docs, names, rare = found
+        if rare:  # a prefix of frequent and rare words: the rare ones exactly, from the database
+            more_docs, more_names = await _database_matches(session, index, rare, any_of=True)
+            docs |= more_docs
+            names |= more_names
+        result &= docs
+        in_names &= names
+    if asked and result:
+        docs, names = await _database_matches(session, index, asked, any_of=False)
+        result &= docs
+        in_names &= names
+    total = result.bit_count()
+    offset, size = _offset(query), query.page_size
+    sort = query.sort if query.sort is not CatalogSort.relevance or words else CatalogSort.newest
+    if sort is CatalogSort.relevance:
+        in_names &= result
+        first = in_names.bit_count()
+        positions = search_index.highest(in_names, offset, size)
+        if len(positions) < size:
+            positions += search_index.highest(result & ~in_names, max(0, offset - first), size - len(positions))
+    elif sort is CatalogSort.newest:
+        positions = search_index.highest(result, offset, size)
+    elif sort is CatalogSort.price:
+        positions = search_index.first_in_order(result, index.price_order, index.price_keys, index.size, offset, size)
+    else:
+        positions = search_index.first_in_order(result, index.name_order, index.name_keys, index.size, offset, size)
+    counts = {facet: Counter(values) for facet, values in index.facet_counts(result).items()}
+    return [_uuid(index.product_ids[p]) for p in positions], total, counts
+
+
+async def search_products(session: AsyncSession, query: CatalogQuery) -> CatalogPage:
+    """One page of listed products matching ``query`` (anyone may search), with the total and exact facet counts
+    over the whole result. Words are ANDed; facet filters narrow the result and its counts. Answered from the
+    process's in-memory index, brought up to date with the last committed change first (see the module)."""
+    index = await search_index.current_index(session)
+    ids, total, counts = await _search_index(session, index, query, query_words(query.q))
+    return await _page(session, query, ids, total, counts)

@@ -1,5 +1,6 @@
 """Catalog search over real HTTP and through the service: Chinese and English words, prefixes, filters, exact facet
-counts (both counting paths of SQLite), sorting, paging, anonymous browsing, and documents kept in step."""
+counts (both counting paths of SQLite's SQL-only search), sorting, paging, anonymous browsing, and documents kept in
+step. The in-memory index itself is tested in test_search_index.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from licensing.models import DeliveryMode, Grade, PlanType
 from marketplace.catalog import search
 from marketplace.catalog.models import Domain, Product, ProductStatus
 from marketplace.catalog.schemas import CatalogQuery, CatalogSort
-from marketplace.catalog.search import document_words, query_words, reindex_product, search_products
+from marketplace.catalog.search import document_words, query_words, reindex_product, search_in_database, search_products
 from marketplace.core.db import Database
 from marketplace.core.principal import OrgKind
 from marketplace.core.settings import Settings
@@ -42,12 +43,12 @@ def _index(settings: Settings, products: Sequence[Product]) -> None:
     asyncio.run(run())
 
 
-def _search(settings: Settings, **query: Any) -> Any:
+def _search(settings: Settings, *, by_sql: bool = False, **query: Any) -> Any:
     async def run() -> Any:
         db = Database(settings.resolved_database_url)
         try:
             async with db.session() as session:
-                return await search_products(session, CatalogQuery(**query))
+                return await (search_in_database if by_sql else search_products)(session, CatalogQuery(**query))
         finally:
             await db.dispose()
 
@@ -198,12 +199,13 @@ def test_facets_are_exact_over_the_whole_result_and_filters_narrow_it(settings: 
 
 def test_both_sqlite_counting_paths_agree(settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     _catalog(settings, engine)
-    few = _search(settings, q="门诊")
+    few = _search(settings, by_sql=True, q="门诊")
     monkeypatch.setattr(search, "FEW_MATCHES", 0)  # count by FTS5 intersections (PostgreSQL: the same query)
-    many = _search(settings, q="门诊")
+    many = _search(settings, by_sql=True, q="门诊")
     assert few.facets == many.facets
     assert few.total == many.total == 2
-    filtered = _search(settings, mode=DeliveryMode.api)
+    assert _search(settings, q="门诊").facets == few.facets  # the in-memory index agrees
+    filtered = _search(settings, by_sql=True, mode=DeliveryMode.api)
     assert filtered.total == 3
     assert {v.value: v.count for v in filtered.facets.domain} == {"health": 1, "transport": 2}
 
