@@ -44,7 +44,7 @@ from marketplace.core.types import utcnow
 from marketplace.delivery.models import Export, ExportStatus, UsageCounter
 from marketplace.delivery.services.metering import Meter, RefusalKey, month_of
 from marketplace.delivery.services.projections import ProjectionSpec, entitled_columns, parse_masking
-from marketplace.delivery.services.runtime import DeliveryRuntime
+from marketplace.delivery.services.runtime import DeliveryRuntime, StateReader
 from marketplace.subscriptions.models import Entitlement, Subscription, SubscriptionStatus
 
 #: Codes of refusals by the state of the records (not rate or quota).
@@ -287,7 +287,7 @@ class _Compiled:
     defaults: dict[str, Any]
 
 
-_COMPILED: dict[tuple[int, str], _Compiled] = {}
+_COMPILED: dict[tuple[int, str, str], _Compiled] = {}
 _UUIDS = frozenset(
     {"entitlement_id", "subscription_id", "buyer_org_id", "product_id", "operator_id", "licence_id", "owner_org_id"}
 )
@@ -296,7 +296,7 @@ _DAYS = frozenset({"starts_on", "ends_on"})
 
 
 def _compiled(statement: Any, dialect: Any) -> _Compiled:
-    key = (id(statement), dialect.name)
+    key = (id(statement), dialect.name, dialect.paramstyle)
     found = _COMPILED.get(key)
     if found is None:
         compiled = statement.compile(dialect=dialect)
@@ -341,9 +341,15 @@ async def _read_one(session: AsyncSession, statement: Any, params: dict[str, Any
     return SimpleNamespace(**{name: _value(name, value) for name, value in zip(compiled.columns, tuple(rows[0]), strict=True)})
 
 
-async def read_state(session: AsyncSession, org_id: uuid.UUID, product_id: uuid.UUID, month: str) -> Any:
-    """The current state row of the org's entitlement to the product (None when it has none)."""
-    return await _read_one(session, _BY_BUYER, {"org": org_id, "product": product_id, "month": month})
+async def read_state(reader: StateReader, org_id: uuid.UUID, product_id: uuid.UUID, month: str) -> Any:
+    """The current state row of the org's entitlement to the product (None when it has none), read on delivery's
+    own connection (committed state, no transaction held)."""
+    compiled = _compiled(_BY_BUYER, reader.dialect)
+    bound = {**compiled.defaults, "org": org_id, "product": product_id, "month": month}
+    rows = await reader.fetch(compiled.sql, [bound[n] for n in compiled.parameters])
+    if not rows:
+        return None
+    return SimpleNamespace(**{name: _value(name, value) for name, value in zip(compiled.columns, tuple(rows[0]), strict=True)})
 
 
 async def read_entitlement_state(session: AsyncSession, entitlement_id: uuid.UUID, month: str) -> Any:
@@ -383,7 +389,6 @@ def _as_uuid(value: Any) -> uuid.UUID:
 
 
 async def check_access(
-    session: AsyncSession,
     runtime: DeliveryRuntime,
     principal: Principal,
     product_id: uuid.UUID,
@@ -419,7 +424,7 @@ async def check_access(
     month = month_of(now)
     while True:
         epoch = meter.epoch
-        row = await read_state(session, principal.org_id, product_id, month)
+        row = await read_state(runtime.state_reader, principal.org_id, product_id, month)
         if meter.epoch == epoch:
             break
     if row is None:

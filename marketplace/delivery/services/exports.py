@@ -168,7 +168,7 @@ async def request_export(
     session: AsyncSession, runtime: DeliveryRuntime, principal: Principal, product_id: uuid.UUID, data: ExportCreate
 ) -> Export:
     """Queue an export of the product (file mode) for the caller; the caller queues ``build_export_task`` after commit."""
-    grant = await check_access(session, runtime, principal, product_id, DeliveryMode.file)
+    grant = await check_access(runtime, principal, product_id, DeliveryMode.file)
     try:
         filters = parse_filters(grant.fields, grant.spec.masking, dict(data.filters))
         export = Export(

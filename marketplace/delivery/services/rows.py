@@ -26,7 +26,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import msgspec
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from licensing.models import DeliveryMode, FieldType
 from licensing.privacy import quote_identifier
@@ -292,7 +291,6 @@ PAGES = PageCache()
 
 
 async def fetch_rows(
-    session: AsyncSession,
     runtime: DeliveryRuntime,
     principal: Principal,
     product_id: uuid.UUID,
@@ -309,8 +307,7 @@ async def fetch_rows(
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit is between 1 and {MAX_LIMIT}.", code="invalid_input")
-    grant = await check_access(session, runtime, principal, product_id, DeliveryMode.api, rows_wanted=limit)
-    await session.close()  # the database is not needed any more: give the connection back before reading data
+    grant = await check_access(runtime, principal, product_id, DeliveryMode.api, rows_wanted=limit)
     page_limit = limit if grant.rows_left is None else min(limit, grant.rows_left)
     try:
         query = RowsQuery(

@@ -24,7 +24,6 @@ from typing import Any
 import duckdb
 import msgspec
 from sqlglot import exp
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from licensing.models import DeliveryMode
 from marketplace.core.errors import DomainError, InvalidInput
@@ -116,15 +115,14 @@ def run_query(
 
 
 async def run_sandbox(
-    session: AsyncSession, runtime: DeliveryRuntime, principal: Principal, product_id: uuid.UUID, sql: str
+    runtime: DeliveryRuntime, principal: Principal, product_id: uuid.UUID, sql: str
 ) -> tuple[SandboxAnswer, int]:
     """Check access (sandbox mode), check and run the buyer's query; returns the answer and its encoded size.
 
     A query the guard refuses, or that runs too long, is counted by the meter as a refusal (with its code); an
     answered one is metered as a delivery of its result rows, with the query's SHA-256 in the ledger event.
     """
-    grant = await check_access(session, runtime, principal, product_id, DeliveryMode.sandbox)
-    await session.close()
+    grant = await check_access(runtime, principal, product_id, DeliveryMode.sandbox)
     settings = runtime.settings
     try:
         guarded = guard(sql, grant.fields, grant.spec.masking.numeric)

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, text
 from marketplace.app import create_app
 from marketplace.core.identity.models import Organisation
 from marketplace.core.settings import Settings
+from marketplace.core.tasks import configure_celery
 from marketplace.delivery.api import delivery_lifespan
 from tests.conftest import TEST_ORIGIN
 from tests.factories import make_api_client
@@ -29,9 +30,17 @@ def with_delivery_lifespan(app: Litestar) -> Litestar:
     return app
 
 
+def tasks_in_process(settings: Settings) -> None:
+    """Run tasks (export builds) on the in-process pool even on the PostgreSQL + Redis profile, which has no Celery
+    worker in the suite (``tests/integration/test_worker.py`` covers the worker); rate limits stay on Redis."""
+    configure_celery(settings.model_copy(update={"redis_url": None}))
+
+
 def delivery_app(settings: Settings) -> Litestar:
-    """A fresh app whose shutdown flushes the meter."""
-    return with_delivery_lifespan(create_app(settings))
+    """A fresh app whose shutdown flushes the meter, its tasks run in-process."""
+    app = with_delivery_lifespan(create_app(settings))
+    tasks_in_process(settings)
+    return app
 
 
 @contextmanager
@@ -41,7 +50,9 @@ def delivery_client(settings: Settings) -> Iterator[TestClient[Litestar]]:
         yield client
 
 
-def bearer(client: TestClient[Litestar], engine: Engine, org: Organisation, scopes: Sequence[str] | None = None) -> dict[str, str]:
+def bearer(
+    client: TestClient[Litestar], engine: Engine, org: Organisation, scopes: Sequence[str] | None = None
+) -> dict[str, str]:
     """Headers carrying an access token of a new API client of ``org`` (all scopes unless given)."""
     made = make_api_client(engine, org, scopes=list(scopes) if scopes is not None else None)
     answer = client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(made.client_id, made.secret))
@@ -70,7 +81,9 @@ def wait_for_exports(engine: Engine, timeout_s: float = 30.0) -> None:
     raise AssertionError("exports still queued or running")
 
 
-def wait_for_export(client: TestClient[Litestar], headers: dict[str, str], export_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+def wait_for_export(
+    client: TestClient[Litestar], headers: dict[str, str], export_id: str, timeout_s: float = 30.0
+) -> dict[str, Any]:
     """Poll the export until it is ready or failed; its last answer."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -94,7 +107,9 @@ def counters(engine: Engine, entitlement_id: uuid.UUID) -> dict[str, int]:
     """The usage counter of an entitlement (all months summed)."""
     with engine.connect() as conn:
         row = conn.execute(
-            text("SELECT coalesce(sum(calls), 0), coalesce(sum(rows), 0), coalesce(sum(bytes), 0) FROM usage_counter WHERE entitlement_id = :e"),
+            text(
+                "SELECT coalesce(sum(calls), 0), coalesce(sum(rows), 0), coalesce(sum(bytes), 0) FROM usage_counter WHERE entitlement_id = :e"
+            ),
             {"e": entitlement_id.hex if engine.dialect.name == "sqlite" else entitlement_id},
         ).one()
     return {"calls": int(row[0]), "rows": int(row[1]), "bytes": int(row[2])}

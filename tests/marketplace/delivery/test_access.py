@@ -23,7 +23,9 @@ from tests.marketplace.delivery.support import bearer, delivery_client, refusal_
 from tests.marketplace.factories import make_market
 
 
-def _refused(settings: Settings, engine: Engine, change: Any, status: int, code: str, *, mode: DeliveryMode = DeliveryMode.api) -> dict[str, Any]:
+def _refused(
+    settings: Settings, engine: Engine, change: Any, status: int, code: str, *, mode: DeliveryMode = DeliveryMode.api
+) -> dict[str, Any]:
     market = make_market(engine, settings.resolved_data_dir, mode=mode)
     change(market)
     with delivery_client(settings) as client:
@@ -93,11 +95,15 @@ def test_subscription_past_due(settings: Settings, engine: Engine) -> None:
 
 
 def test_licence_revoked_and_expired(settings: Settings, engine: Engine) -> None:
-    _refused(settings, engine, lambda m: update(engine, Licence, m.licence.id, status=LicenceStatus.revoked), 403, "licence_revoked")
+    _refused(
+        settings, engine, lambda m: update(engine, Licence, m.licence.id, status=LicenceStatus.revoked), 403, "licence_revoked"
+    )
 
 
 def test_licence_expired_by_status(settings: Settings, engine: Engine) -> None:
-    _refused(settings, engine, lambda m: update(engine, Licence, m.licence.id, status=LicenceStatus.expired), 403, "licence_expired")
+    _refused(
+        settings, engine, lambda m: update(engine, Licence, m.licence.id, status=LicenceStatus.expired), 403, "licence_expired"
+    )
 
 
 def test_licence_past_its_term_is_expired(settings: Settings, engine: Engine) -> None:
@@ -109,7 +115,9 @@ def test_licence_past_its_term_is_expired(settings: Settings, engine: Engine) ->
 
 
 def test_product_delisted(settings: Settings, engine: Engine) -> None:
-    _refused(settings, engine, lambda m: update(engine, Product, m.product.id, status=ProductStatus.delisted), 403, "product_delisted")
+    _refused(
+        settings, engine, lambda m: update(engine, Product, m.product.id, status=ProductStatus.delisted), 403, "product_delisted"
+    )
 
 
 def test_mode_not_entitled(settings: Settings, engine: Engine) -> None:
@@ -200,7 +208,9 @@ def test_licence_suspension_stops_the_very_next_call(settings: Settings, engine:
         assert_problem(client.get(rows_path(market.product.id, "limit=2"), headers=headers), 403, "licence_suspended")
         # The sandbox and export routes are refused alike.
         assert_problem(
-            client.post(f"/data/v1/products/{market.product.id}/exports", json={"format": "csv"}, headers=headers), 403, "licence_suspended"
+            client.post(f"/data/v1/products/{market.product.id}/exports", json={"format": "csv"}, headers=headers),
+            403,
+            "licence_suspended",
         )
     assert row_counts(engine, "delivery", "export") == {"delivery": 1, "export": 0}
     codes = sorted(e["payload"]["code"] for e in refusal_events(engine))

@@ -17,7 +17,14 @@ from marketplace.delivery.services import fingerprint_key, signed_link
 from marketplace.subscriptions.models import Entitlement
 from tests.helpers import assert_problem
 from tests.licensing.factories import ledger_events, row_counts
-from tests.marketplace.delivery.support import bearer, delivery_client, update, wait_for_export, wait_for_exports
+from tests.marketplace.delivery.support import (
+    bearer,
+    delivery_client,
+    tasks_in_process,
+    update,
+    wait_for_export,
+    wait_for_exports,
+)
 from tests.marketplace.factories import make_market, make_qualification, make_subscription
 
 ID_COLUMNS = ["patient_name", "age", "district", "visit_date", "diagnosis"]
@@ -104,13 +111,25 @@ def test_export_refusals_and_bad_input_change_nothing(settings: Settings, engine
     path = f"/data/v1/products/{market.product.id}/exports"
     with delivery_client(settings) as client:
         headers = bearer(client, engine, market.buyer_a)
-        assert_problem(client.post(path, json={"format": "csv", "filters": {"notes": "x"}}, headers=headers), 400, "field_not_permitted")
-        assert_problem(client.post(path, json={"format": "csv", "filters": {"cost": "cheap"}}, headers=headers), 400, "invalid_filter")
-        assert_problem(client.post(path, json={"format": "xlsx"}, headers=headers), 400, "invalid_input")
-        assert_problem(client.post(path, json={"format": "csv"}, headers=bearer(client, engine, market.buyer_b)), 403, "not_entitled")
-        assert_problem(client.post(path, json={"format": "csv"}, headers=bearer(client, engine, market.buyer_a, ["data:read"])), 403, "insufficient_scope")
         assert_problem(
-            client.post(f"/data/v1/products/{api_market.product.id}/exports", json={"format": "csv"}, headers=headers), 403, "mode_not_entitled"
+            client.post(path, json={"format": "csv", "filters": {"notes": "x"}}, headers=headers), 400, "field_not_permitted"
+        )
+        assert_problem(
+            client.post(path, json={"format": "csv", "filters": {"cost": "cheap"}}, headers=headers), 400, "invalid_filter"
+        )
+        assert_problem(client.post(path, json={"format": "xlsx"}, headers=headers), 400, "invalid_input")
+        assert_problem(
+            client.post(path, json={"format": "csv"}, headers=bearer(client, engine, market.buyer_b)), 403, "not_entitled"
+        )
+        assert_problem(
+            client.post(path, json={"format": "csv"}, headers=bearer(client, engine, market.buyer_a, ["data:read"])),
+            403,
+            "insufficient_scope",
+        )
+        assert_problem(
+            client.post(f"/data/v1/products/{api_market.product.id}/exports", json={"format": "csv"}, headers=headers),
+            403,
+            "mode_not_entitled",
         )
     assert row_counts(engine, "export", "delivery") == {"export": 0, "delivery": 0}
 
@@ -123,7 +142,9 @@ def test_export_quota_counts_queued_exports(settings: Settings, engine: Engine) 
         first = client.post(f"/data/v1/products/{market.product.id}/exports", json={"format": "csv"}, headers=headers)
         assert first.status_code == 202
         assert_problem(
-            client.post(f"/data/v1/products/{market.product.id}/exports", json={"format": "csv"}, headers=headers), 429, "quota_exceeded"
+            client.post(f"/data/v1/products/{market.product.id}/exports", json={"format": "csv"}, headers=headers),
+            429,
+            "quota_exceeded",
         )
         wait_for_exports(engine)
     assert row_counts(engine, "export", "delivery") == {"export": 1, "delivery": 1}
@@ -149,12 +170,11 @@ def test_an_export_fails_when_the_licence_is_suspended_before_it_is_built(settin
         session.commit()
         export_id = export.id
     update(engine, Licence, market.licence.id, status=LicenceStatus.suspended)
-    from marketplace.core.tasks import configure_celery
-
-    configure_celery(settings)
+    tasks_in_process(settings)
     built = run_in_session(lambda session: build_export(session, settings, export_id))
     assert built is not None
     assert built.status.value == "failed"
-    assert built.error is not None and built.error.startswith("licence_suspended")
+    assert built.error is not None
+    assert built.error.startswith("licence_suspended")
     assert row_counts(engine, "delivery") == {"delivery": 0}
     assert [e["payload"]["code"] for e in ledger_events(engine, "export.failed")] == ["licence_suspended"]

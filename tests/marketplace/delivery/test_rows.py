@@ -60,7 +60,8 @@ def test_fields_and_filters(settings: Settings, engine: Engine) -> None:
     with delivery_client(settings) as client:
         headers = bearer(client, engine, market.buyer_a)
         answer = client.get(
-            rows_path(market.product.id, "fields=district,cost&filter=district:Haidian&filter=diagnosis:J20&limit=1000"), headers=headers
+            rows_path(market.product.id, "fields=district,cost&filter=district:Haidian&filter=diagnosis:J20&limit=1000"),
+            headers=headers,
         )
     assert answer.status_code == 200, answer.text
     items = answer.json()["items"]
@@ -110,7 +111,9 @@ def test_csv_by_accept_header_or_format(settings: Settings, engine: Engine) -> N
         by_accept = client.get(rows_path(market.product.id, "limit=4"), headers={**headers, "Accept": "text/csv"})
         by_format = client.get(rows_path(market.product.id, "limit=4&format=csv"), headers=headers)
         as_json = client.get(rows_path(market.product.id, "limit=4"), headers=headers).json()
-        next_page = client.get(rows_path(market.product.id, f"limit=4&format=csv&cursor={by_format.headers['x-next-cursor']}"), headers=headers)
+        next_page = client.get(
+            rows_path(market.product.id, f"limit=4&format=csv&cursor={by_format.headers['x-next-cursor']}"), headers=headers
+        )
     assert by_accept.status_code == by_format.status_code == 200
     assert by_accept.headers["content-type"].startswith("text/csv")
     assert by_accept.text == by_format.text
