@@ -222,13 +222,12 @@ class AuthenticationMiddleware:
         authorization = connection.headers.get("authorization", "")
         if authorization[:7].lower() == "bearer ":
             claims = state.token_server.verifier.verify(authorization[7:].strip())
-            async with state.db.session() as session:
-                principal = await identity.principal_for_client(
-                    session,
-                    client_id=str(claims["client_id"]),
-                    jti=str(claims["jti"]),
-                    scopes=frozenset(str(claims.get("scope") or "").split()),
-                )
+            principal = await identity.cached_principal_for_client(
+                state.db.session,
+                client_id=str(claims["client_id"]),
+                jti=str(claims["jti"]),
+                scopes=frozenset(str(claims.get("scope") or "").split()),
+            )
             if principal is None:
                 raise NotAuthenticated("The access token or its client was revoked.", code="invalid_token")
             scope["auth"] = "bearer"

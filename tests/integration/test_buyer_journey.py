@@ -60,7 +60,9 @@ def test_find_subscribe_fetch_query_and_stop_at_suspension(settings: Settings, e
         assert len(rows.json()["items"]) == 5
         assert "id_number" not in rows.json()["items"][0]
 
-        raw = client.post(f"/data/v1/products/{sandbox.id}/sandbox/query", json={"sql": "SELECT district FROM data"}, headers=program)
+        raw = client.post(
+            f"/data/v1/products/{sandbox.id}/sandbox/query", json={"sql": "SELECT district FROM data"}, headers=program
+        )
         assert_problem(raw, 400, "sandbox_query_refused")
         aggregate = client.post(
             f"/data/v1/products/{sandbox.id}/sandbox/query",

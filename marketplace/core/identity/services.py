@@ -5,7 +5,10 @@ The only place that writes identity records. Every read goes through a scoping h
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -133,6 +136,53 @@ async def principal_for_session(session: AsyncSession, token: str) -> Principal 
     if login.expires_at <= utcnow() or not user.is_active:
         return None
     return _person(user, org)
+
+
+class ProgramCache:
+    """Programs already resolved from a verified access token, for a few seconds (a program calls many times a
+    second; resolving it costs a session and two queries). A revocation in this process forgets at once; one made
+    in another process takes effect within ``ttl_seconds`` (the token itself is still verified on every call)."""
+
+    def __init__(self, ttl_seconds: float = 2.0, max_entries: int = 10_000) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._entries: dict[tuple[str, str, frozenset[str]], tuple[float, Principal]] = {}
+
+    def get(self, client_id: str, jti: str, scopes: frozenset[str]) -> Principal | None:
+        """The cached program, when still fresh."""
+        entry = self._entries.get((client_id, jti, scopes))
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, client_id: str, jti: str, scopes: frozenset[str], principal: Principal) -> None:
+        """Remember a resolved program."""
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[(client_id, jti, scopes)] = (time.monotonic() + self.ttl_seconds, principal)
+
+    def forget_client(self, client_id: str) -> None:
+        """Forget every token of a client (its client or one of its tokens was revoked)."""
+        for key in [k for k in self._entries if k[0] == client_id]:
+            self._entries.pop(key, None)
+
+
+#: The process's cache of resolved programs (see ProgramCache).
+PROGRAMS = ProgramCache()
+
+
+async def cached_principal_for_client(
+    session_factory: Callable[[], AbstractAsyncContextManager[AsyncSession]], *, client_id: str, jti: str, scopes: frozenset[str]
+) -> Principal | None:
+    """``principal_for_client`` through the process's short-lived cache (opens a session only on a miss)."""
+    cached = PROGRAMS.get(client_id, jti, scopes)
+    if cached is not None:
+        return cached
+    async with session_factory() as session:
+        principal = await principal_for_client(session, client_id=client_id, jti=jti, scopes=scopes)
+    if principal is not None:
+        PROGRAMS.put(client_id, jti, scopes, principal)
+    return principal
 
 
 async def principal_for_client(session: AsyncSession, *, client_id: str, jti: str, scopes: frozenset[str]) -> Principal | None:
@@ -337,6 +387,7 @@ async def revoke_api_client(session: AsyncSession, principal: Principal, client_
             ),
         )
         await session.commit()
+    PROGRAMS.forget_client(client.client_id)
     return client
 
 
@@ -375,6 +426,7 @@ async def revoke_access_token(session: AsyncSession, *, jti: str, client_id: str
             await session.commit()
         except IntegrityError:  # revoked concurrently: the outcome is the same
             await session.rollback()
+    PROGRAMS.forget_client(client_id)
 
 
 async def purge_expired(session: AsyncSession) -> tuple[int, int]:
