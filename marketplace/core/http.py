@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, TypeAlias
 
@@ -262,9 +262,10 @@ def caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
 
 
 # --- guards -------------------------------------------------------------------------------------
+# Guards are coroutines: Litestar runs a plain function guard in a worker thread, a hop on every request.
 
 
-def refuse_writes_by_read_only_parties(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def refuse_writes_by_read_only_parties(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Central rule: regulators and auditors never write (a handler may opt in with ``read_only_ok``)."""
     principal: Principal | None = connection.scope.get("user")
     if principal is None or connection.scope.get("method", "GET") in SAFE_METHODS:
@@ -273,28 +274,28 @@ def refuse_writes_by_read_only_parties(connection: ASGIConnection[Any, Any, Any,
         raise Forbidden("Regulators and auditors have read-only access.", code="read_only_party")
 
 
-def refuse_tokens_where_not_accepted(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def refuse_tokens_where_not_accepted(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Central rule: a program's token opens only the routes that say ``accepts_token``."""
     principal: Principal | None = connection.scope.get("user")
     if principal is not None and principal.is_program and not handler.opt.get("accepts_token"):
         raise Forbidden("This route is for people, not for API clients.", code="token_not_accepted")
 
 
-def requires_authenticated(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def requires_authenticated(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Any signed-in person or program."""
     caller(connection)
 
 
-def requires_person(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def requires_person(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """A signed-in person (not a program)."""
     if caller(connection).is_program:
         raise Forbidden("Only a signed-in person may do this.", code="person_required")
 
 
-def requires_scope(scope_name: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+def requires_scope(scope_name: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]:
     """Programs must hold ``scope_name`` in their token; people pass."""
 
-    def requires_token_scope(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def requires_token_scope(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = caller(connection)
         if principal.is_program and scope_name not in principal.scopes:
             raise Forbidden(f"The access token lacks the '{scope_name}' scope.", code="insufficient_scope")
@@ -302,11 +303,11 @@ def requires_scope(scope_name: str) -> Callable[[ASGIConnection[Any, Any, Any, A
     return requires_token_scope
 
 
-def requires_party(*kinds: OrgKind) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+def requires_party(*kinds: OrgKind) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]:
     allowed = frozenset(kinds)
     names = " or ".join(k.value for k in kinds)
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         if caller(connection).org_kind not in allowed:
             raise Forbidden(f"Only the {names} may do this.", code="party_not_allowed")
 
@@ -319,7 +320,7 @@ requires_buyer = requires_party(OrgKind.buyer)
 requires_supervisor = requires_party(OrgKind.owner, OrgKind.regulator, OrgKind.auditor)
 
 
-def requires_org_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def requires_org_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """An administrator of their own organisation."""
     if not caller(connection).is_org_admin:
         raise Forbidden("Only an administrator of your organisation may do this.", code="org_admin_required")

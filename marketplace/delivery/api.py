@@ -72,7 +72,7 @@ async def delivery_lifespan(app: Litestar) -> AsyncIterator[None]:
             del app.state[STATE_KEY]
 
 
-def requires_data_scope(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def requires_data_scope(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Programs must hold one of the data scopes; people pass."""
     principal = caller(connection)
     if principal.is_program and not principal.scopes.intersection(DATA_SCOPES):

@@ -21,12 +21,14 @@ Order of the checks, and the codes a refused call gets (each refusal says why, a
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -247,13 +249,21 @@ def state_refusal(row: Any, mode: DeliveryMode, now: datetime) -> DomainError | 
     return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _contents_path(data_dir: Path, location: str) -> Path | None:
+    """A stored content location resolved under the data folder, or None when it points outside (a version's
+    location never changes, so resolving it once per process is enough: resolving costs file-system calls)."""
+    root = data_dir.resolve()
+    path = (root / location).resolve()
+    return path if path.is_relative_to(root) else None
+
+
 def projection_spec(settings: Settings, row: Any, key_digest: str) -> ProjectionSpec:
     """The projection a state row delivers (409 ``contents_unavailable`` when the resource has no contents)."""
     if row.location is None:
         raise Conflict("The product's resource has no contents yet.", code="contents_unavailable")
-    root = settings.resolved_data_dir.resolve()
-    path = (root / row.location).resolve()
-    if not path.is_relative_to(root):
+    path = _contents_path(settings.resolved_data_dir, row.location)
+    if path is None:
         raise Conflict("The product's contents are not available.", code="contents_unavailable")
     return ProjectionSpec(
         product_id=uuid.UUID(str(row.product_id)) if not isinstance(row.product_id, uuid.UUID) else row.product_id,
