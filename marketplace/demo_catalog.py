@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,18 +20,17 @@ from typing import Any
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-import supervision.services as ledger
-from licensing.models import DeliveryMode, PlanType, Purpose
+from licensing.models import DeliveryMode, Licence, PlanType, Purpose
 from licensing.schemas import MaskingRule
 from licensing.services import licences, reviews
 from marketplace.catalog.models import Domain, PlanAccess, PlanVisibility, Product
 from marketplace.catalog.schemas import PlanCreate, ProductCreate
 from marketplace.catalog.services import plans as plan_services
 from marketplace.catalog.services import products as product_services
-from marketplace.core.events import Actor, DomainEvent
+from marketplace.core.events import Actor
 from marketplace.core.principal import Principal
 from marketplace.core.settings import Settings
-from marketplace.delivery.models import Delivery, UsageCounter
+from marketplace.delivery.services.metering import MeteredDelivery, write_deliveries
 from marketplace.subscriptions import services as subscriptions
 from marketplace.subscriptions.models import Entitlement, Subscription, SubscriptionStatus
 from marketplace.subscriptions.schemas import QualificationSubmit, SubscriptionCreate
@@ -499,7 +497,8 @@ def _documentation(demo: DemoProduct) -> str:
 
 
 async def _history(session: AsyncSession, made: list[tuple[uuid.UUID, int, int]], rng: random.Random) -> int:
-    """Date each subscription back to when it began and write its deliveries since, day by day, each in the ledger."""
+    """Date each subscription back to when it began and meter its deliveries since, day by day, as delivery's own
+    metering writes them (delivery rows, monthly counters and ``delivery.recorded`` ledger events)."""
     now = datetime.now(UTC).replace(microsecond=0)
     total = 0
     for subscription_id, days_ago, calls_a_day in made:
@@ -507,14 +506,15 @@ async def _history(session: AsyncSession, made: list[tuple[uuid.UUID, int, int]]
         assert sub is not None
         entitlement = (await session.exec(select(Entitlement).where(Entitlement.subscription_id == subscription_id))).one()
         product = await session.get(Product, sub.product_id)
+        licence = await session.get(Licence, sub.licence_id)
         assert product is not None
+        assert licence is not None
         began = now - timedelta(days=days_ago)
         sub.created_at = sub.agreed_at = sub.starts_at = began
         entitlement.valid_from = began
         session.add(sub)
         session.add(entitlement)
-        per_month: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-        batch: list[tuple[Delivery, DomainEvent]] = []
+        batch: list[MeteredDelivery] = []
         for day in range(days_ago, -1, -1):
             moment = now - timedelta(days=day)
             weekday = moment.weekday() < 5
@@ -528,41 +528,26 @@ async def _history(session: AsyncSession, made: list[tuple[uuid.UUID, int, int]]
                 if at > now:
                     at = now - timedelta(seconds=rng.randint(1, 3600))
                 rows = _rows_of(product.mode, rng)
-                size = rows * rng.randint(90, 160)
-                delivery = Delivery(
-                    entitlement_id=entitlement.id,
-                    subscription_id=sub.id,
-                    buyer_org_id=sub.buyer_org_id,
-                    operator_id=sub.operator_id,
-                    product_id=sub.product_id,
-                    client_id=None,
-                    mode=product.mode,
-                    rows=rows,
-                    bytes=size,
-                    occurred_at=at,
+                batch.append(
+                    MeteredDelivery(
+                        entitlement_id=entitlement.id,
+                        subscription_id=sub.id,
+                        buyer_org_id=sub.buyer_org_id,
+                        operator_id=sub.operator_id,
+                        owner_org_id=licence.owner_org_id,
+                        product_id=sub.product_id,
+                        licence_id=licence.id,
+                        mode=product.mode,
+                        rows=rows,
+                        bytes=rows * rng.randint(90, 160),
+                        actor=Actor("system", "demo-history"),
+                        client_id=None,
+                        occurred_at=at,
+                    )
                 )
-                event = DomainEvent(
-                    "delivery.recorded",
-                    Actor("system", "demo-history"),
-                    orgs=(sub.buyer_org_id, sub.operator_id),
-                    subjects={"delivery": str(delivery.id), "subscription": str(sub.id), "product": str(sub.product_id)},
-                    payload={"mode": product.mode.value, "rows": rows, "bytes": size},
-                    occurred_at=at,
-                )
-                batch.append((delivery, event))
-                counter = per_month[at.strftime("%Y-%m")]
-                counter[0] += 1
-                counter[1] += rows
-                counter[2] += size
-        batch.sort(key=lambda pair: pair[0].occurred_at)
+        batch.sort(key=lambda delivery: delivery.occurred_at)
         for start in range(0, len(batch), 2000):
-            chunk = batch[start : start + 2000]
-            indexes = await ledger.record_many(session, [event for _, event in chunk])
-            for (delivery, _event), index in zip(chunk, indexes, strict=True):
-                delivery.ledger_index = index
-                session.add(delivery)
-        for month, (calls, rows, size) in per_month.items():
-            session.add(UsageCounter(entitlement_id=entitlement.id, month=month, calls=calls, rows=rows, bytes=size))
+            await write_deliveries(session, batch[start : start + 2000])
         total += len(batch)
         await session.commit()
     return total

@@ -31,7 +31,7 @@ from marketplace.subscriptions.schemas import QualificationSubmit
 from marketplace.web import i18n
 from marketplace.web.charts import Chart, stacked_bars
 from marketplace.web.i18n import gettext_ as _
-from marketplace.web.pages import forbidden_page, login_redirect, page
+from marketplace.web.pages import error_page, forbidden_page, login_redirect, page
 
 OPEN = (SubscriptionStatus.active, SubscriptionStatus.past_due)
 WAITING = (SubscriptionStatus.awaiting_approval, SubscriptionStatus.pending_payment)
@@ -163,15 +163,7 @@ class BuyerPageController(Controller):
         try:
             record = await subscriptions.get_subscription(session, who, subscription_id)
         except DomainError as exc:
-            return page(
-                request,
-                "error.html",
-                status_code=exc.status,
-                status=exc.status,
-                code=exc.code,
-                title=exc.title,
-                detail=exc.detail,
-            )
+            return error_page(request, exc)
         sub = record.subscription
         usage = await usage_services.usage_by_day(session, who, days=30, product_id=sub.product_id)
         names = await _product_names(session, {sub.product_id})

@@ -30,7 +30,7 @@ from marketplace.core.principal import OrgKind, Principal
 from marketplace.subscriptions import services as subscriptions
 from marketplace.subscriptions.schemas import SubscriptionCreate
 from marketplace.web.i18n import gettext_ as _
-from marketplace.web.pages import login_redirect, page
+from marketplace.web.pages import error_page, login_redirect, page
 
 FACETS = ("domain", "mode", "plan_type", "grade", "department", "operator")
 
@@ -87,15 +87,7 @@ class CatalogPageController(Controller):
             detail = await product_services.get_product(session, principal, product_id)
         except DomainError as exc:
             shown: DomainError = extra.get("refusal") or exc  # the product went out of sight: say why the form was refused
-            return page(
-                request,
-                "error.html",
-                status_code=shown.status,
-                status=shown.status,
-                code=shown.code,
-                title=shown.title,
-                detail=shown.detail,
-            )
+            return error_page(request, shown)
         extra.pop("refusal", None)
         qualification = None
         mine: list[Any] = []

@@ -37,12 +37,12 @@ from marketplace.catalog.models import Domain
 from marketplace.catalog.schemas import PlanCreate, ProductCreate
 from marketplace.catalog.services import plans as plan_services
 from marketplace.catalog.services import products as product_services
-from marketplace.core.errors import DomainError
+from marketplace.core.errors import DomainError, NotFound
 from marketplace.core.http import DbSession
 from marketplace.core.identity import services as identity
 from marketplace.core.principal import OrgKind, Principal
 from marketplace.web.i18n import gettext_ as _
-from marketplace.web.pages import forbidden_page, login_redirect, page
+from marketplace.web.pages import error_page, forbidden_page, login_redirect, page
 
 READERS = frozenset({OrgKind.owner, OrgKind.operator, OrgKind.regulator, OrgKind.auditor})
 TRANSITIONS = {
@@ -384,15 +384,7 @@ class LicensingPageController(Controller):
             return principal
         transition = TRANSITIONS.get(action)
         if transition is None:
-            return page(
-                request,
-                "error.html",
-                status_code=404,
-                status=404,
-                code="not_found",
-                title="Not found",
-                detail=_("No such action."),
-            )
+            return error_page(request, NotFound(_("No such action.")))
         form = await request.form()
         try:
             await transition(db_session, principal, licence_id, str(form.get("reason", "")))
@@ -543,15 +535,7 @@ class LicensingPageController(Controller):
             elif decision == "reject":
                 await review_services.reject(db_session, principal, review_id, reason)
             else:
-                return page(
-                    request,
-                    "error.html",
-                    status_code=404,
-                    status=404,
-                    code="not_found",
-                    title="Not found",
-                    detail=_("No such decision."),
-                )
+                return error_page(request, NotFound(_("No such decision.")))
         except DomainError as exc:
             if exc.status in (401, 403, 404):
                 raise

@@ -35,7 +35,7 @@ from marketplace.subscriptions.models import QualificationStatus, SubscriptionSt
 from marketplace.web.buyer_pages import localised, usage_chart
 from marketplace.web.charts import stacked_bars
 from marketplace.web.i18n import gettext_ as _
-from marketplace.web.pages import forbidden_page, login_redirect, page
+from marketplace.web.pages import error_page, forbidden_page, login_redirect, page
 
 
 def _who(request: Request[Any, Any, Any]) -> Principal | Template | Redirect:
@@ -109,29 +109,26 @@ class OperatorPageController(Controller):
         request: Request[Any, Any, Any],
         session: AsyncSession,
         action: Callable[[Principal, FormMultiDict], Awaitable[Any]],
-        back: str,
+        back: str | Callable[[Any], str],
+        product_id: uuid.UUID | None = None,
     ) -> Template | Redirect:
+        """Run a form's action; on a refusal show the page it came from (the product's, or the console) with it."""
         who = _who(request)
         if not isinstance(who, Principal):
             return who
         form = await request.form()
         try:
-            await action(who, form)
-        except DomainError as exc:
+            done = await action(who, form)
+        except (DomainError, ValidationError) as exc:
             await session.rollback()
-            if back.startswith("/operator/products/"):
-                return await self._product_page(
-                    request, session, who, uuid.UUID(back.rsplit("/", 1)[-1]), exc.status, errors=[exc.detail]
-                )
-            return page(
-                request, "operator/console.html", status_code=exc.status, **await self._console(session, who, errors=[exc.detail])
-            )
-        except ValidationError as exc:
-            errors = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-            if back.startswith("/operator/products/"):
-                return await self._product_page(request, session, who, uuid.UUID(back.rsplit("/", 1)[-1]), 400, errors=errors)
-            return page(request, "operator/console.html", status_code=400, **await self._console(session, who, errors=errors))
-        return Redirect(back, status_code=HTTP_303_SEE_OTHER)
+            if isinstance(exc, DomainError):
+                status, errors = exc.status, [exc.detail]
+            else:
+                status, errors = 400, [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            if product_id is not None:
+                return await self._product_page(request, session, who, product_id, status, errors=errors)
+            return page(request, "operator/console.html", status_code=status, **await self._console(session, who, errors=errors))
+        return Redirect(back if isinstance(back, str) else back(done), status_code=HTTP_303_SEE_OTHER)
 
     @post("/qualifications/{qualification_id:uuid}")
     async def decide_qualification(
@@ -185,15 +182,7 @@ class OperatorPageController(Controller):
         try:
             detail = await product_services.get_product(session, who, product_id)
         except DomainError as exc:
-            return page(
-                request,
-                "error.html",
-                status_code=exc.status,
-                status=exc.status,
-                code=exc.code,
-                title=exc.title,
-                detail=exc.detail,
-            )
+            return error_page(request, exc)
         if detail.operator_id != who.org_id:
             return forbidden_page(request, _("This product belongs to another operator."))
         buyers = await subscriptions.counterpart_buyers(session, who)
@@ -218,20 +207,18 @@ class OperatorPageController(Controller):
         async def add(who: Principal, form: FormMultiDict) -> Any:
             return await plan_services.add_plan(db_session, who, product_id, PlanCreate.model_validate(plan_form(form)))
 
-        return await self._act(request, db_session, add, f"/operator/products/{product_id}")
+        return await self._act(request, db_session, add, f"/operator/products/{product_id}", product_id)
 
     @post("/plans/{plan_id:uuid}/retire")
     async def retire_plan(
         self, request: Request[Any, Any, Any], db_session: DbSession, plan_id: FromPath[uuid.UUID]
     ) -> Template | Redirect:
-        """Stop offering a plan (current subscriptions keep it)."""
-        form = await request.form()
-        back = f"/operator/products/{form.get('product_id', '')}"
+        """Stop offering a plan (current subscriptions keep it), back to its product's page."""
 
         async def retire(who: Principal, _form: FormMultiDict) -> Any:
             return await plan_services.retire_plan(db_session, who, plan_id)
 
-        return await self._act(request, db_session, retire, back if len(back) > len("/operator/products/") else "/operator")
+        return await self._act(request, db_session, retire, lambda plan: f"/operator/products/{plan.product_id}")
 
     @post("/products/{product_id:uuid}/submit")
     async def submit(
@@ -265,4 +252,4 @@ class OperatorPageController(Controller):
         async def delist(who: Principal, form: FormMultiDict) -> Any:
             return await product_services.delist_product(db_session, who, product_id, str(form.get("reason", "")).strip())
 
-        return await self._act(request, db_session, delist, f"/operator/products/{product_id}")
+        return await self._act(request, db_session, delist, f"/operator/products/{product_id}", product_id)

@@ -166,6 +166,13 @@ def _new_secret_key(principal: Principal, client_uuid: uuid.UUID) -> str:
     return f"new-client-secret:{principal.user_id}:{client_uuid}"
 
 
+def error_page(request: Request[Any, Any, Any], exc: DomainError) -> Template:
+    """The error page of a refusal, with its status and code (a page handler's answer to a ``DomainError``)."""
+    return page(
+        request, "error.html", status_code=exc.status, status=exc.status, code=exc.code, title=exc.title, detail=exc.detail
+    )
+
+
 def forbidden_page(request: Request[Any, Any, Any], detail: str) -> Template:
     """The 403 page for a party that may not open this page, saying who may."""
     return page(request, "error.html", status_code=403, status=403, code="party_not_allowed", title="Forbidden", detail=detail)

@@ -81,7 +81,7 @@ CASES: list[Case] = [
     Case("POST", "/operator/subscriptions/{subscription_id:uuid}", OPERATOR_WRITES, form=lambda _p, _w: {"decision": "approve"}),  # type: ignore[arg-type]
     Case("GET", "/operator/products/{product_id:uuid}", OPERATOR),
     Case("POST", "/operator/products/{product_id:uuid}/plans", OPERATOR_WRITES, form=_plan),  # type: ignore[arg-type]
-    Case("POST", "/operator/plans/{plan_id:uuid}/retire", OPERATOR_WRITES, form=lambda _p, w: {"product_id": w["product"]}),  # type: ignore[arg-type]
+    Case("POST", "/operator/plans/{plan_id:uuid}/retire", OPERATOR_WRITES, form=lambda _p, _w: {}),  # type: ignore[arg-type]
     Case("POST", "/operator/products/{product_id:uuid}/submit", OPERATOR, form=lambda _p, _w: {"intent": "check"}),  # type: ignore[arg-type]
     Case("POST", "/operator/products/{product_id:uuid}/delist", OPERATOR_WRITES, form=lambda _p, _w: {"reason": "Data refresh"}),  # type: ignore[arg-type]
 ]
