@@ -455,8 +455,8 @@ async def seed_catalog(
         if record.subscription.status is SubscriptionStatus.pending_payment:
             record = await subscriptions.activate_subscription(session, sub.id, operator)  # bank transfer confirmed
         made.append((sub.id, days_ago, calls_a_day))
-    # A request waiting for the operator: public-welfare use of the registry file, on request.
-    await subscriptions.create_subscription(
+    # A request waiting for the operator: public-welfare use of the registry file, on request, its proof uploaded.
+    waiting = await subscriptions.create_subscription(
         session,
         people["northwind"],
         settings,
@@ -466,6 +466,9 @@ async def seed_catalog(
             purpose_note="Road safety charity",
             agreement_version=agreement,
         ),
+    )
+    await subscriptions.upload_proof(
+        session, people["northwind"], settings, waiting.subscription.id, filename="charity-registration.pdf", content=PROOF_PDF
     )
 
     await licences.suspend_licence(
