@@ -32,10 +32,9 @@ from marketplace.core.http import (
     AuthenticationMiddleware,
     CsrfProtection,
     csrf_config,
+    enforce_central_rules,
     provide_db_session,
     record_supervisory_reads,
-    refuse_tokens_where_not_accepted,
-    refuse_writes_by_read_only_parties,
 )
 from marketplace.core.identity.api import ApiClientController, AuthController, OAuthController, OrganisationController
 from marketplace.core.identity.oauth import TokenServer
@@ -140,7 +139,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AuthenticationMiddleware,
             LocaleMiddleware,
         ],
-        guards=[refuse_writes_by_read_only_parties, refuse_tokens_where_not_accepted],
+        guards=[enforce_central_rules],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         template_config=TemplateConfig(directory=WEB_DIR / "templates", engine=JinjaTemplateEngine, engine_callback=_jinja),
         openapi_config=OpenAPIConfig(

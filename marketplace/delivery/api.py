@@ -27,7 +27,7 @@ from litestar.response import File, Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from marketplace.core.errors import Forbidden
-from marketplace.core.http import DbSession, caller, problems, requires_buyer, requires_scope
+from marketplace.core.http import DbSession, caller, problems, requires_all, requires_buyer, requires_scope
 from marketplace.core.tasks import enqueue
 from marketplace.delivery.schemas import (
     EntitlementList,
@@ -94,7 +94,7 @@ class DataController(Controller):
         summary="What the caller's organisation may use",
         description="The running entitlements of the caller's organisation (not ended, not expired, subscription active "
         "or past due): product, mode, fields, monthly quota and what is used this month, valid until, subscription.",
-        guards=[requires_buyer, requires_data_scope],
+        guards=[requires_all(requires_buyer, requires_data_scope)],
         opt=TOKEN,
         responses=problems(401, 403),
     )
@@ -112,7 +112,7 @@ class DataController(Controller):
         "`next_cursor` (null on the last page) is passed back as `cursor` (altered or stale: 400 `invalid_cursor`). "
         "JSON `{items, next_cursor}` (streamed in 64 KiB chunks when larger), or CSV with `Accept: text/csv` or `format=csv` (the next cursor in "
         "the `X-Next-Cursor` header). Metered: one call and the rows delivered." + REFUSALS,
-        guards=[requires_buyer, requires_scope("data:read")],
+        guards=[requires_all(requires_buyer, requires_scope("data:read"))],
         opt=TOKEN,
         responses=problems(401, 403, 409, 429),
         response_description="JSON {items: [...], next_cursor} or CSV",
@@ -151,7 +151,7 @@ class DataController(Controller):
         "`filters`) as CSV or Parquet, fingerprinted for your subscription; poll `GET /data/v1/exports/{id}` until "
         "`ready` for a short-lived signed download link. Counts as one call (and its rows) of the month's quota when "
         "built; a filter on a field outside the projection is 400 `field_not_permitted`." + REFUSALS,
-        guards=[requires_buyer, requires_scope("data:export")],
+        guards=[requires_all(requires_buyer, requires_scope("data:export"))],
         opt=TOKEN,
         status_code=HTTP_202_ACCEPTED,
         responses=problems(401, 403, 409, 429),
@@ -172,7 +172,7 @@ class DataController(Controller):
         "/exports",
         summary="Your exports",
         description="The exports of your organisation, newest first (at most 100), each with a fresh signed link when ready.",
-        guards=[requires_buyer, requires_scope("data:export")],
+        guards=[requires_all(requires_buyer, requires_scope("data:export"))],
         opt=TOKEN,
         responses=problems(401, 403),
     )
@@ -185,7 +185,7 @@ class DataController(Controller):
         summary="An export's state and download link",
         description="`queued`, `running`, `ready` (with `download_url`, a signed link valid for the configured time, "
         "no token needed) or `failed` (with `error`). Another organisation's export: 404 `export_not_found`.",
-        guards=[requires_buyer, requires_scope("data:export")],
+        guards=[requires_all(requires_buyer, requires_scope("data:export"))],
         opt=TOKEN,
         responses=problems(401, 403, 404),
     )
@@ -225,7 +225,7 @@ class DataController(Controller):
         "`reason` (raw_column, star, join, subquery, table, function, ...); longer than the time limit: 400 "
         "`query_timeout`; over the memory limit: 400 `query_too_large`; other errors: 400 `query_failed`. Metered: one "
         "call and the result rows." + REFUSALS,
-        guards=[requires_buyer, requires_scope("data:query")],
+        guards=[requires_all(requires_buyer, requires_scope("data:query"))],
         opt=TOKEN,
         status_code=HTTP_200_OK,
         responses=problems(401, 403, 409, 429),

@@ -8,8 +8,9 @@ from __future__ import annotations
 import base64
 import contextvars
 import json
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
@@ -112,15 +113,34 @@ class TokenVerifier:
     signing_key: SigningKey
     issuer: str
     audience: str
+    #: Tokens already verified, with their claims: a program presents the same token many times a second, and
+    #: checking its ES256 signature costs more than the rest of a small call. Same bytes, same verdict; only the
+    #: expiry needs checking again (revocation is the caller's check, on every call).
+    _verified: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
+
+    LEEWAY_S = 30
+    MAX_REMEMBERED = 10_000
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, or :class:`NotAuthenticated` with code ``invalid_token``."""
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() <= int(known["exp"]) + self.LEEWAY_S:
+                return dict(known)
+            del self._verified[token]
+        claims = self._verify_signed(token)
+        if len(self._verified) >= self.MAX_REMEMBERED:
+            self._verified.clear()
+        self._verified[token] = claims
+        return dict(claims)
+
+    def _verify_signed(self, token: str) -> dict[str, Any]:
         try:
             decoded = jwt.decode(token, self.signing_key.key, algorithms=[TOKEN_ALGORITHM])
             if decoded.header.get("typ", "").lower() not in ACCESS_TOKEN_TYPES:
                 raise NotAuthenticated("Not an access token.", code="invalid_token")
             jwt.JWTClaimsRegistry(
-                leeway=30,
+                leeway=self.LEEWAY_S,
                 iss={"essential": True, "value": self.issuer},
                 aud={"essential": True, "value": self.audience},
                 exp={"essential": True},

@@ -1,5 +1,6 @@
 """The access check every delivery call makes, against the current state of entitlement, subscription, product
-and licence, read in one query (no cache: a suspension committed before the call is seen by the call).
+and licence, read in one query (on SQLite an answer is reused only while the database is unchanged: a suspension
+committed before the call is seen by the call).
 
 Order of the checks, and the codes a refused call gets (each refusal says why, and is counted by the meter):
 

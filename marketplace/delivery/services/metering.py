@@ -174,26 +174,25 @@ async def write_deliveries(
         return []
     indices = await ledger.record_many(session, events)
     if deliveries:
-        await session.exec(  # type: ignore[call-overload]
-            insert(Delivery).values(
-                [
-                    {
-                        "id": uuid.uuid4(),
-                        "entitlement_id": d.entitlement_id,
-                        "subscription_id": d.subscription_id,
-                        "buyer_org_id": d.buyer_org_id,
-                        "operator_id": d.operator_id,
-                        "product_id": d.product_id,
-                        "client_id": d.client_id,
-                        "mode": d.mode,
-                        "rows": d.rows,
-                        "bytes": d.bytes,
-                        "ledger_index": index,
-                        "occurred_at": d.occurred_at,
-                    }
-                    for d, index in zip(deliveries, indices, strict=False)
-                ]
-            )
+        await session.exec(
+            _INSERT_DELIVERIES,
+            params=[
+                {
+                    "id": uuid.uuid4(),
+                    "entitlement_id": d.entitlement_id,
+                    "subscription_id": d.subscription_id,
+                    "buyer_org_id": d.buyer_org_id,
+                    "operator_id": d.operator_id,
+                    "product_id": d.product_id,
+                    "client_id": d.client_id,
+                    "mode": d.mode,
+                    "rows": d.rows,
+                    "bytes": d.bytes,
+                    "ledger_index": index,
+                    "occurred_at": d.occurred_at,
+                }
+                for d, index in zip(deliveries, indices, strict=False)
+            ],
         )
         usage: dict[tuple[uuid.UUID, str], PendingUsage] = {}
         for d in deliveries:
@@ -203,6 +202,9 @@ async def write_deliveries(
             pending.bytes += d.bytes
         await _bump_counters(session, usage)
     return indices[: len(deliveries)]
+
+
+_INSERT_DELIVERIES = insert(Delivery.__table__)  # type: ignore[attr-defined]
 
 
 async def _bump_counters(session: AsyncSession, usage: dict[tuple[uuid.UUID, str], PendingUsage]) -> None:

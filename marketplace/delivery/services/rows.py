@@ -290,6 +290,32 @@ class PageCache:
 PAGES = PageCache()
 
 
+async def _read(runtime: DeliveryRuntime, grant: Grant, query: RowsQuery) -> EncodedRows:
+    projection = runtime.projections.opened(grant.spec)
+    if projection is None:
+        projection = await asyncio.to_thread(runtime.projections.open, grant.spec)
+    encoded = await asyncio.to_thread(read_encoded, projection, query)
+    PAGES.put(PageCache.key(grant.spec.cache_key, query), encoded)
+    return encoded
+
+
+async def _read_once(runtime: DeliveryRuntime, grant: Grant, query: RowsQuery) -> EncodedRows:
+    """Read a page not in the cache; callers asking for the same page meanwhile wait for this read instead of
+    reading it again (programs paging through a product in step would otherwise all read every page)."""
+    key = PageCache.key(grant.spec.cache_key, query)
+    reading = runtime.page_reads.get(key)
+    if reading is None:
+        reading = runtime.page_reads[key] = asyncio.ensure_future(_read(runtime, grant, query))
+
+        def done(future: asyncio.Future[EncodedRows]) -> None:
+            runtime.page_reads.pop(key, None)
+            if not future.cancelled():
+                future.exception()  # retrieved here too: every waiter may have gone
+
+        reading.add_done_callback(done)
+    return await asyncio.shield(reading)
+
+
 async def fetch_rows(
     runtime: DeliveryRuntime,
     principal: Principal,
@@ -319,16 +345,7 @@ async def fetch_rows(
         )
         if cursor:
             query = replace(query, position=decode_cursor(runtime.cursor_key, cursor, product_id, grant.spec.cache_key))
-        cache_key = PageCache.key(grant.spec.cache_key, query)
-        cached = PAGES.get(cache_key)
-        if cached is None:
-            projection = runtime.projections.opened(grant.spec)
-            if projection is None:
-                projection = await asyncio.to_thread(runtime.projections.open, grant.spec)
-            encoded = await asyncio.to_thread(read_encoded, projection, query)
-            PAGES.put(cache_key, encoded)
-        else:
-            encoded = cached
+        encoded = PAGES.get(PageCache.key(grant.spec.cache_key, query)) or await _read_once(runtime, grant, query)
         following = encoded.following
         next_cursor = (
             None if following is None else encode_cursor(runtime.cursor_key, product_id, grant.spec.cache_key, following)

@@ -309,3 +309,26 @@ def test_nul_in_client_id_is_an_oauth_error_not_a_crash(client: TestClient) -> N
     assert_problem(response, 400, "invalid_client")  # RFC 6749 §5.2: 401 only when the client used the Authorization header
     basic = client.post("/oauth/token", data={"grant_type": "client_credentials"}, headers={"Authorization": "Basic AAAA"})
     assert_problem(basic, 401, "invalid_client")
+
+
+def test_a_remembered_token_is_refused_once_it_expires(engine: Engine, settings: Settings) -> None:
+    """The verifier remembers verified tokens (a program presents one many times a second) but still checks expiry."""
+    from marketplace.core.errors import NotAuthenticated
+    from marketplace.core.identity.oauth import TokenVerifier
+
+    made = make_api_client(engine, make_org(engine, OrgKind.buyer))
+    verifier = TokenVerifier(signing_key=load_signing_key(settings), issuer=settings.issuer, audience=settings.issuer)
+    fresh = _forge(settings, made, jti="remembered-1")
+    claims = verifier.verify(fresh)
+    assert claims["jti"] == "remembered-1"
+    claims["scope"] = "altered by the caller"
+    assert verifier.verify(fresh)["scope"] == "profile"  # callers get a copy of what is remembered
+    # A token verified while valid and presented again after its expiry (plus leeway): refused.
+    past = int(time.time()) - TokenVerifier.LEEWAY_S - 60
+    stale = _forge(settings, made, jti="remembered-2", exp=past, iat=past - 600)
+    verifier._verified[stale] = {**_claims(settings, made, jti="remembered-2"), "exp": past}
+    with pytest.raises(NotAuthenticated):
+        verifier.verify(stale)
+    assert stale not in verifier._verified
+    with pytest.raises(NotAuthenticated):
+        verifier.verify(fresh[:-4] + ("AAAA" if not fresh.endswith("AAAA") else "BBBB"))
