@@ -1,4 +1,4 @@
-"""Pages: sign-in, each party's home with its navigation, members and API clients, language switch.
+"""Pages: sign-in, buyer registration, each party's home with its navigation, members and API clients, language switch.
 
 Controllers parse the form, call one identity service, and render or redirect.
 """
@@ -22,8 +22,8 @@ from pydantic import BaseModel, ValidationError
 from marketplace.core.errors import DomainError
 from marketplace.core.http import SESSION_COOKIE, DbSession
 from marketplace.core.identity import services
-from marketplace.core.identity.api import login_policy, session_cookie_response
-from marketplace.core.identity.schemas import CLIENT_SCOPES, ApiClientCreate, UserCreate
+from marketplace.core.identity.api import REGISTRATION_POLICY, client_address, login_policy, session_cookie_response
+from marketplace.core.identity.schemas import CLIENT_SCOPES, ApiClientCreate, BuyerRegistration, UserCreate
 from marketplace.core.principal import OrgKind, Principal, Role
 from marketplace.web import i18n
 from marketplace.web.i18n import gettext_ as _
@@ -188,6 +188,42 @@ class LoginForm(BaseModel):
     next: FromQuery[str] = "/"
 
 
+class RegisterForm(BaseModel):
+    organisation_name: str = ""
+    organisation_name_zh: str = ""
+    display_name: str = ""
+    email: str = ""
+    password: str = ""
+
+
+#: What the registration form says about a field that failed validation.
+REGISTRATION_FIELD_ERRORS = {
+    "organisation_name": _n("Give the organisation's name: 2 to 200 characters."),
+    "organisation_name_zh": _n("The Chinese name can have at most 200 characters."),
+    "display_name": _n("Give your name: at most 200 characters."),
+    "email": _n("Give a valid e-mail address."),
+    "password": _n("Choose a password of at least 12 characters."),
+}
+
+#: What the registration form says about a refusal, by its code.
+REGISTRATION_REFUSALS = {
+    "org_name_taken": _n("An organisation with this name is already registered."),
+    "email_taken": _n("This e-mail address already has an account: sign in instead."),
+    "already_signed_in": _n("You are already signed in; sign out to register another organisation."),
+    "registration_throttled": _n("Too many registrations from your address. Try again in {seconds} seconds."),
+}
+
+
+#: The form field a refusal is about (the others are about the whole form).
+REFUSED_FIELDS = {"org_name_taken": "organisation_name", "email_taken": "email"}
+
+
+def _registration_errors(exc: ValidationError) -> dict[str, str]:
+    """One translated message per field that failed, in the form's order."""
+    failed = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+    return {name: _(message) for name, message in REGISTRATION_FIELD_ERRORS.items() if name in failed}
+
+
 class MemberForm(BaseModel):
     email: str = ""
     display_name: str = ""
@@ -258,6 +294,49 @@ class PageController(Controller):
         token = await services.start_session(db_session, user, ttl_seconds=state.settings.session_ttl_seconds)
         response = session_cookie_response(None, token, state, status_code=HTTP_303_SEE_OTHER)
         response.headers["Location"] = target
+        return response
+
+    @get("/register", name="register")
+    async def register_page(self, request: Request[Any, Any, Any]) -> Template | Redirect:
+        if request.scope.get("user") is not None:
+            return Redirect("/", status_code=HTTP_303_SEE_OTHER)
+        return page(request, "register.html", form=RegisterForm(), errors={})
+
+    @post("/register", opt={"read_only_ok": True})
+    async def register(
+        self,
+        request: Request[Any, Any, Any],
+        data: Annotated[RegisterForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+        db_session: DbSession,
+        state: State,
+    ) -> Response[Any]:
+        """Register a buyer organisation and sign its first administrator in; then on to the qualification."""
+        kept = data.model_copy(update={"password": ""})
+        try:
+            registration = BuyerRegistration.model_validate(data.model_dump())
+            _org, user = await services.register_buyer(
+                db_session,
+                state.cache,
+                REGISTRATION_POLICY,
+                request.scope.get("user"),
+                data=registration,
+                address=client_address(request),
+            )
+        except ValidationError as exc:
+            return page(request, "register.html", status_code=400, form=kept, errors=_registration_errors(exc))
+        except DomainError as exc:
+            if exc.code in REGISTRATION_REFUSALS:
+                message = _(REGISTRATION_REFUSALS[exc.code]).format(seconds=exc.extra.get("retry_after", 60))
+            else:
+                message = exc.detail
+            errors = {REFUSED_FIELDS.get(exc.code, "form"): message}
+            refused = page(request, "register.html", status_code=exc.status, form=kept, errors=errors)
+            if "retry_after" in exc.extra:
+                refused.headers["Retry-After"] = str(exc.extra["retry_after"])
+            return refused
+        token = await services.start_session(db_session, user, ttl_seconds=state.settings.session_ttl_seconds)
+        response = session_cookie_response(None, token, state, status_code=HTTP_303_SEE_OTHER)
+        response.headers["Location"] = "/buyer"
         return response
 
     @post("/logout", opt={"read_only_ok": True})

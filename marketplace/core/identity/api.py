@@ -1,4 +1,4 @@
-"""Identity HTTP interface: sign-in, the caller, organisations, members, API clients, OAuth endpoints."""
+"""Identity HTTP interface: sign-in, buyer registration, the caller, organisations, members, API clients, OAuth endpoints."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from marketplace.core.identity.schemas import (
     ApiClientCreate,
     ApiClientCreated,
     ApiClientPublic,
+    BuyerRegistration,
     LoginRequest,
     Me,
     OrganisationPublic,
@@ -57,6 +58,15 @@ def login_policy(state: State) -> services.LoginPolicy:
     return services.LoginPolicy(
         max_failures=state.settings.login_max_failures, lockout_seconds=state.settings.login_lockout_seconds
     )
+
+
+#: How many buyer registrations one address may attempt per hour (not a setting yet: the default suits every profile).
+REGISTRATION_POLICY = services.RegistrationPolicy()
+
+
+def client_address(request: Request[Any, Any, Any]) -> str:
+    """The address a request came from (what sign-in and registration throttle on)."""
+    return request.client.host if request.client else "unknown"
 
 
 def session_cookie_response(content: Any, token: str | None, state: State, status_code: int = HTTP_200_OK) -> Response[Any]:
@@ -117,13 +127,45 @@ class AuthController(Controller):
             login_policy(state),
             email=data.email,
             password=data.password,
-            address=request.client.host if request.client else "unknown",
+            address=client_address(request),
         )
         token = await services.start_session(db_session, user, ttl_seconds=state.settings.session_ttl_seconds)
         principal = await services.principal_for_session(db_session, token)
         assert principal is not None
         me = await describe(db_session, principal, _csrf(request))
         return session_cookie_response(me, token, state)
+
+    @post(
+        "/buyers/register",
+        summary="Register a buyer organisation",
+        description=(
+            "Anonymous: creates a buyer organisation and its first administrator in one transaction, and signs that "
+            "person in (sets the session cookie, like sign-in). Next step: submit the qualification "
+            "(POST /api/buyers/qualifications). Send the CSRF token as X-CSRF-Token. 409 `org_name_taken`, "
+            "`email_taken`, `already_signed_in` (sign out first); 429 `registration_throttled` after "
+            f"{REGISTRATION_POLICY.max_per_address} attempts per address and hour."
+        ),
+        tags=["buyers"],
+        opt={"read_only_ok": True},
+        status_code=HTTP_201_CREATED,
+        responses=problems(403, 409, 429),
+    )
+    async def register_buyer(
+        self, request: Request[Any, Any, Any], data: JSONBody[BuyerRegistration], db_session: DbSession, state: State
+    ) -> Response[Me]:
+        _org, user = await services.register_buyer(
+            db_session,
+            state.cache,
+            REGISTRATION_POLICY,
+            request.scope.get("user"),
+            data=data,
+            address=client_address(request),
+        )
+        token = await services.start_session(db_session, user, ttl_seconds=state.settings.session_ttl_seconds)
+        principal = await services.principal_for_session(db_session, token)
+        assert principal is not None
+        me = await describe(db_session, principal, _csrf(request))
+        return session_cookie_response(me, token, state, status_code=HTTP_201_CREATED)
 
     @post(
         "/auth/logout", summary="Sign out", opt={"read_only_ok": True}, status_code=HTTP_204_NO_CONTENT, responses=problems(403)

@@ -46,6 +46,27 @@ class UserCreate(BaseModel):
     password: Annotated[str, StringConstraints(min_length=12, max_length=1024)]
 
 
+class BuyerRegistration(BaseModel):
+    """A buyer organisation registering itself, with the person who becomes its first administrator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    organisation_name: Annotated[str, StringConstraints(min_length=2, max_length=200, strip_whitespace=True)] = Field(
+        description="The organisation's registered name (unique, compared case-insensitively)"
+    )
+    organisation_name_zh: Annotated[str, StringConstraints(max_length=200, strip_whitespace=True)] | None = Field(
+        default=None, description="Its Chinese name, shown on Chinese pages (optional)"
+    )
+    email: EmailStr = Field(description="The administrator's e-mail, used to sign in")
+    display_name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    password: Annotated[str, StringConstraints(min_length=12, max_length=1024)] = Field(description="At least 12 characters")
+
+    @field_validator("organisation_name_zh")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
 class UserPublic(UserBase):
     id: uuid.UUID
     org_id: uuid.UUID

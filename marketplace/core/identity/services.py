@@ -1,4 +1,4 @@
-"""Identity rules: sign-in with throttling, sessions, members, API clients and token revocation.
+"""Identity rules: sign-in with throttling, sessions, buyer self-registration, members, API clients and token revocation.
 
 The only place that writes identity records. Every read goes through a scoping helper.
 """
@@ -23,7 +23,7 @@ from marketplace.core.errors import Conflict, Forbidden, NotAuthenticated, NotFo
 from marketplace.core.events import Actor, DomainEvent, publish
 from marketplace.core.identity.models import ApiClient, LoginSession, Organisation, RevokedAccessToken, User
 from marketplace.core.identity.passwords import digest, hash_password, new_token, verify_password
-from marketplace.core.identity.schemas import CLIENT_SCOPES, ApiClientCreate, UserCreate
+from marketplace.core.identity.schemas import CLIENT_SCOPES, ApiClientCreate, BuyerRegistration, UserCreate
 from marketplace.core.principal import OrgKind, Principal, Role
 from marketplace.core.scoping import scope_organisations, scope_own_organisation
 from marketplace.core.types import utcnow
@@ -212,22 +212,28 @@ async def _insert_unique(session: AsyncSession, record: Any, conflict: Conflict)
         raise conflict from None
 
 
+async def _insert_organisation(session: AsyncSession, *, name: str, kind: OrgKind, name_zh: str | None) -> Organisation:
+    org = Organisation(name=name, kind=kind, name_zh=name_zh)
+    await _insert_unique(session, org, Conflict("An organisation with this name already exists.", code="org_name_taken"))
+    return org
+
+
+def _organisation_registered(org: Organisation, actor: Actor, **payload: Any) -> DomainEvent:
+    return DomainEvent(
+        "identity.organisation_registered",
+        actor,
+        orgs=(org.id,),
+        subjects={"organisation": str(org.id)},
+        payload={"kind": OrgKind(org.kind).value, **payload},
+    )
+
+
 async def create_organisation(
     session: AsyncSession, *, name: str, kind: OrgKind, name_zh: str | None = None, actor: Actor | None = None
 ) -> Organisation:
     """Register an organisation as one of the five parties (CLI and demo; owners onboard others later)."""
-    org = Organisation(name=name, kind=kind, name_zh=name_zh)
-    await _insert_unique(session, org, Conflict("An organisation with this name already exists.", code="org_name_taken"))
-    await publish(
-        session,
-        DomainEvent(
-            "identity.organisation_registered",
-            actor or Actor.of(None),
-            orgs=(org.id,),
-            subjects={"organisation": str(org.id)},
-            payload={"kind": kind.value},
-        ),
-    )
+    org = await _insert_organisation(session, name=name, kind=kind, name_zh=name_zh)
+    await publish(session, _organisation_registered(org, actor or Actor.of(None)))
     await session.commit()
     return org
 
@@ -272,26 +278,35 @@ async def list_users(session: AsyncSession, principal: Principal) -> list[User]:
     return list((await session.exec(stmt.order_by(col(User.email)))).all())
 
 
+async def _insert_user(
+    session: AsyncSession, *, org_id: uuid.UUID, email: str, display_name: str, role: Role, password_hash: str
+) -> User:
+    user = User(org_id=org_id, email=normalise_email(email), display_name=display_name, role=role, password_hash=password_hash)
+    await _insert_unique(session, user, Conflict("A user with this e-mail already exists.", code="email_taken"))
+    return user
+
+
+def _user_added(user: User, actor: Actor) -> DomainEvent:
+    return DomainEvent(
+        "identity.user_added",
+        actor,
+        orgs=(user.org_id,),
+        subjects={"user": str(user.id)},
+        payload={"role": Role(user.role).value},
+    )
+
+
 async def add_user(session: AsyncSession, *, org_id: uuid.UUID, data: UserCreate, actor: Actor | None = None) -> User:
     """Create a user in ``org_id``. Used by org admins (through :func:`create_member`) and the CLI."""
-    user = User(
+    user = await _insert_user(
+        session,
         org_id=org_id,
-        email=normalise_email(data.email),
+        email=data.email,
         display_name=data.display_name,
         role=data.role,
         password_hash=hash_password(data.password),
     )
-    await _insert_unique(session, user, Conflict("A user with this e-mail already exists.", code="email_taken"))
-    await publish(
-        session,
-        DomainEvent(
-            "identity.user_added",
-            actor or Actor.of(None),
-            orgs=(org_id,),
-            subjects={"user": str(user.id)},
-            payload={"role": Role(data.role).value},
-        ),
-    )
+    await publish(session, _user_added(user, actor or Actor.of(None)))
     await session.commit()
     return user
 
@@ -301,6 +316,60 @@ async def create_member(session: AsyncSession, principal: Principal, data: UserC
     if not principal.is_org_admin:
         raise Forbidden("Only an administrator of your organisation can add members.", code="org_admin_required")
     return await add_user(session, org_id=principal.org_id, data=data, actor=Actor.of(principal))
+
+
+@dataclass(frozen=True)
+class RegistrationPolicy:
+    """How many buyer organisations one client address may register (or try to) in a window."""
+
+    max_per_address: int = 5
+    window_seconds: int = 3600
+
+
+async def register_buyer(
+    session: AsyncSession,
+    cache: Cache,
+    policy: RegistrationPolicy,
+    principal: Principal | None,
+    *,
+    data: BuyerRegistration,
+    address: str,
+) -> tuple[Organisation, User]:
+    """A buyer organisation registers itself with its first administrator, in one transaction.
+
+    Only anonymous visitors register (a signed-in person already belongs to an organisation). Each address may
+    try ``policy.max_per_address`` times per window, refused or not, so the form cannot be used to create
+    organisations in bulk or to probe which e-mail addresses are taken.
+    """
+    if principal is not None:
+        raise Conflict("You are already signed in; sign out to register another organisation.", code="already_signed_in")
+    key = f"register:addr:{address}"
+    # Counted first (one atomic increment), so simultaneous attempts cannot all slip under the limit.
+    if await cache.incr(key, policy.window_seconds) > policy.max_per_address:
+        retry_after = await cache.ttl(key) or 1
+        raise TooManyRequests(
+            f"Too many registrations from your address. Try again in {retry_after} seconds.",
+            retry_after=retry_after,
+            code="registration_throttled",
+        )
+    name_taken = (
+        await session.exec(select(Organisation.id).where(func.lower(col(Organisation.name)) == data.organisation_name.lower()))
+    ).first()
+    if name_taken is not None:
+        raise Conflict("An organisation with this name already exists.", code="org_name_taken")
+    if await find_user(session, data.email) is not None:
+        raise Conflict("A user with this e-mail already exists.", code="email_taken")
+    # Hashed before the first write: argon2 takes a while, and the ledger head is locked from the first event on.
+    password_hash = hash_password(data.password)
+    org = await _insert_organisation(session, name=data.organisation_name, kind=OrgKind.buyer, name_zh=data.organisation_name_zh)
+    user = await _insert_user(
+        session, org_id=org.id, email=data.email, display_name=data.display_name, role=Role.admin, password_hash=password_hash
+    )
+    actor = Actor("user", str(user.id))
+    await publish(session, _organisation_registered(org, actor, self_registered=True))
+    await publish(session, _user_added(user, actor))
+    await session.commit()
+    return org, user
 
 
 async def list_api_clients(session: AsyncSession, principal: Principal) -> list[ApiClient]:
