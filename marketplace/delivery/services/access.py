@@ -263,16 +263,40 @@ def projection_spec(settings: Settings, row: Any, key_digest: str) -> Projection
     """The projection a state row delivers (409 ``contents_unavailable`` when the resource has no contents)."""
     if row.location is None:
         raise Conflict("The product's resource has no contents yet.", code="contents_unavailable")
-    path = _contents_path(settings.resolved_data_dir, row.location)
-    if path is None:
+    spec = _projection_spec(
+        settings.resolved_data_dir,
+        _as_uuid(row.product_id),
+        row.location,
+        row.content_hash,
+        row.fields_json,
+        row.rules_json,
+        key_digest,
+    )
+    if spec is None:
         raise Conflict("The product's contents are not available.", code="contents_unavailable")
+    return spec
+
+
+@functools.lru_cache(maxsize=4096)
+def _projection_spec(
+    data_dir: Path, product_id: uuid.UUID, location: str, content_hash: str, fields_json: str, rules_json: str, key_digest: str
+) -> ProjectionSpec | None:
+    # The same inputs always make the same spec (and its cache key, a hash, is worked out once).
+    path = _contents_path(data_dir, location)
+    if path is None:
+        return None
     return ProjectionSpec(
-        product_id=uuid.UUID(str(row.product_id)) if not isinstance(row.product_id, uuid.UUID) else row.product_id,
+        product_id=product_id,
         parquet_path=path,
-        content_hash=row.content_hash,
-        masking=parse_masking(row.fields_json, row.rules_json),
+        content_hash=content_hash,
+        masking=parse_masking(fields_json, rules_json),
         key_digest=key_digest,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _entitled_fields(fields_json: str, rules_json: str, entitled_json: str) -> tuple[str, ...]:
+    return entitled_columns(parse_masking(fields_json, rules_json), json.loads(entitled_json))
 
 
 def seconds_to_next_month(now: datetime) -> int:
@@ -296,6 +320,12 @@ class _Compiled:
     columns: tuple[str, ...]
     #: values of the statement's own parameters (its LIMIT)
     defaults: dict[str, Any]
+
+    def first_row(self, rows: list[Any]) -> Any:
+        """The first row as a namespace of the statement's column names, values typed (None: no row)."""
+        if not rows:
+            return None
+        return SimpleNamespace(**{name: _value(name, value) for name, value in zip(self.columns, tuple(rows[0]), strict=True)})
 
 
 _COMPILED: dict[tuple[int, str, str], _Compiled] = {}
@@ -347,9 +377,7 @@ async def _read_one(session: AsyncSession, statement: Any, params: dict[str, Any
         rows = list(await driver.fetch(compiled.sql, *(bound[n] for n in compiled.parameters)))
     else:  # pragma: no cover - the two supported drivers are above
         rows = list((await connection.execute(statement, params)).all())
-    if not rows:
-        return None
-    return SimpleNamespace(**{name: _value(name, value) for name, value in zip(compiled.columns, tuple(rows[0]), strict=True)})
+    return compiled.first_row(rows)
 
 
 async def read_state(reader: StateReader, org_id: uuid.UUID, product_id: uuid.UUID, month: str) -> Any:
@@ -357,10 +385,7 @@ async def read_state(reader: StateReader, org_id: uuid.UUID, product_id: uuid.UU
     own connection (committed state, no transaction held)."""
     compiled = _compiled(_BY_BUYER, reader.dialect)
     bound = {**compiled.defaults, "org": org_id, "product": product_id, "month": month}
-    rows = await reader.fetch(compiled.sql, [bound[n] for n in compiled.parameters])
-    if not rows:
-        return None
-    return SimpleNamespace(**{name: _value(name, value) for name, value in zip(compiled.columns, tuple(rows[0]), strict=True)})
+    return await reader.fetch(compiled.sql, [bound[n] for n in compiled.parameters], compiled.first_row)
 
 
 async def read_entitlement_state(session: AsyncSession, entitlement_id: uuid.UUID, month: str) -> Any:
@@ -456,7 +481,6 @@ async def check_access(
     quota = _quota_refusal(row.quota_calls, row.quota_rows, used_calls, used_rows, now)
     if quota is not None:
         raise _refuse(meter, principal, product_id, mode, quota, row)
-    masking = parse_masking(row.fields_json, row.rules_json)
     grant = Grant(
         entitlement_id=entitlement_id,
         subscription_id=_as_uuid(row.subscription_id),
@@ -467,7 +491,7 @@ async def check_access(
         licence_id=_as_uuid(row.licence_id),
         product_name=row.product_name,
         mode=mode,
-        fields=entitled_columns(masking, json.loads(row.entitled_json)),
+        fields=_entitled_fields(row.fields_json, row.rules_json, row.entitled_json),
         spec=projection_spec(settings, row, runtime.pseudonym_key_digest),
         min_k=int(row.min_k),
         quota_calls=row.quota_calls,

@@ -61,7 +61,7 @@ MAX_CLIENTS_NAMED = 10
 
 def month_of(moment: datetime) -> str:
     """The usage month (UTC) of a moment: ``"2026-12"``."""
-    return moment.strftime("%Y-%m")
+    return f"{moment.year:04d}-{moment.month:02d}"
 
 
 @dataclass(frozen=True)

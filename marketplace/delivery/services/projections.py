@@ -17,6 +17,7 @@ configuration locked, one thread and the sandbox's memory limit; each query runs
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -77,7 +78,7 @@ class ProjectionSpec:
     masking: Masking
     key_digest: str = field(repr=False)
 
-    @property
+    @functools.cached_property
     def cache_key(self) -> str:
         """Content address of the materialised projection."""
         text = "\x1f".join((str(self.parquet_path), self.content_hash, self.masking.digest, self.key_digest))

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,9 @@ from marketplace.delivery.services.metering import Meter
 from marketplace.delivery.services.projections import ProjectionCache, key_digest, projection_cache
 
 STATE_KEY = "delivery_runtime"
+
+#: What a read's rows are turned into (kept as such on SQLite).
+Shape = Callable[[list[Any]], Any]
 
 
 def derived_key(settings: Settings, purpose: str) -> bytes:
@@ -60,7 +64,7 @@ class StateReader:
         self.dialect_name = "sqlite" if is_sqlite(url) else "postgresql"
         self._sqlite: sqlite3.Connection | None = None
         self._data_version: int | None = None
-        self._answers: dict[tuple[str, tuple[Any, ...]], list[Any]] = {}
+        self._answers: dict[tuple[str, tuple[Any, ...]], Any] = {}
         self._pool: Any = None
         self._lock = asyncio.Lock()
 
@@ -90,26 +94,27 @@ class StateReader:
             dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
             self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
 
-    def _read_on_loop(self, connection: sqlite3.Connection, sql: str, values: list[Any]) -> list[Any]:
+    def _read_on_loop(self, connection: sqlite3.Connection, sql: str, values: list[Any], shape: Shape) -> Any:
         version = connection.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version or len(self._answers) >= self.MAX_ANSWERS:
             self._answers.clear()
             self._data_version = version
         key = (sql, tuple(values))
-        found = self._answers.get(key)
-        if found is None:
-            found = self._answers[key] = connection.execute(sql, values).fetchall()
+        if key in self._answers:
+            return self._answers[key]
+        found = self._answers[key] = shape(connection.execute(sql, values).fetchall())
         return found
 
-    def _read_waiting(self, sql: str, values: list[Any]) -> list[Any]:
+    def _read_waiting(self, sql: str, values: list[Any], shape: Shape) -> Any:
         connection = self._sqlite_connection(10_000)
         try:
-            return connection.execute(sql, values).fetchall()
+            return shape(connection.execute(sql, values).fetchall())
         finally:
             connection.close()
 
-    async def fetch(self, sql: str, values: list[Any]) -> list[Any]:
-        """Rows of one read (values positional, UUIDs as each database takes them)."""
+    async def fetch(self, sql: str, values: list[Any], shape: Shape = list) -> Any:
+        """``shape`` of the rows of one read (values positional, UUIDs as each database takes them). On SQLite
+        the shaped answer may be one kept from an earlier read of the unchanged database: do not change it."""
         if self._sqlite is None and self._pool is None:
             async with self._lock:
                 if self._sqlite is None and self._pool is None:
@@ -117,12 +122,12 @@ class StateReader:
         if self._sqlite is not None:
             values = [v.hex if isinstance(v, uuid.UUID) else v for v in values]
             try:
-                return self._read_on_loop(self._sqlite, sql, values)
+                return self._read_on_loop(self._sqlite, sql, values, shape)
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                     raise
-                return await asyncio.to_thread(self._read_waiting, sql, values)
-        return list(await self._pool.fetch(sql, *values))
+                return await asyncio.to_thread(self._read_waiting, sql, values, shape)
+        return shape(list(await self._pool.fetch(sql, *values)))
 
     async def close(self) -> None:
         """Close the connection or pool."""
