@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from typing import Any, TypeVar
 
-import rfc8785
 from sqlalchemy import TextClause, func, insert, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -24,6 +23,7 @@ from marketplace.core.errors import InvalidInput, NotFound
 from marketplace.core.events import DomainEvent
 from marketplace.core.types import utcnow
 from supervision import merkle
+from supervision.canonical import canonical_json
 from supervision.models import LedgerCheckpoint, LedgerEntry, LedgerHead, LedgerNode, SupervisionAlert
 from supervision.note import Checkpoint, NoteError, open_checkpoint
 from supervision.signing import LedgerSigner
@@ -48,7 +48,7 @@ def canonical_event(index: int, event: DomainEvent) -> bytes:
         "subjects": {key: str(value) for key, value in event.subjects.items()},
         "payload": dict(event.payload),
     }
-    return bytes(rfc8785.dumps(document))  # type: ignore[arg-type]
+    return canonical_json(document)
 
 
 async def _lock_head(session: AsyncSession) -> LedgerHead:

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from licensing.privacy import pseudonym_key
 from marketplace.core.principal import Role
 from marketplace.core.settings import Settings
+from marketplace.delivery.services.rows import PAGES
 from tests.factories import make_login_session, make_user
 from tests.helpers import assert_problem, use_session
 from tests.licensing.factories import row_counts, visit_rows
@@ -69,6 +70,24 @@ def test_fields_and_filters(settings: Settings, engine: Engine) -> None:
     assert len(items) == len(expected) > 0
     assert all(set(i) == {"district", "cost"} and i["district"] == "Haidian" for i in items)
     assert answer.json()["next_cursor"] is None
+
+
+def test_filtered_pages_read_ahead_cover_the_matches_once_in_order(settings: Settings, engine: Engine) -> None:
+    """A page read also reads (and caches) the pages after it: paging a filter 3 rows at a time, with or without
+    those read-ahead pages in the cache, gives every matching row once, in order, and metered page by page."""
+    market = make_market(engine, settings.resolved_data_dir)
+    expected = [r for r in visit_rows() if r[3] == "Haidian"]
+    with delivery_client(settings) as client:
+        headers = bearer(client, engine, market.buyer_a)
+        misses = PAGES.misses
+        first = _walk(client, headers, market.product.id, "fields=district,cost&filter=district:Haidian&limit=3")
+        assert PAGES.misses - misses <= 1  # one read gave every page (none at all if an earlier test cached them)
+        again = _walk(client, headers, market.product.id, "fields=district,cost&filter=district:Haidian&limit=3")
+    assert len(expected) > 6
+    assert first == again
+    assert [(i["district"], float(i["cost"])) for i in first] == [(r[3], r[6]) for r in expected]
+    pages = -(-len(expected) // 3)
+    assert row_counts(engine, "delivery") == {"delivery": 2 * pages}
 
 
 def test_filter_on_a_generalised_field_uses_its_delivered_form(settings: Settings, engine: Engine) -> None:
