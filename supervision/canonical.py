@@ -21,6 +21,11 @@ _SAFE = 2**53 - 1
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")).encode
 
 
+def is_plain(value: Any) -> bool:
+    """Whether ``value`` holds only strings, safe integers, booleans, nulls, arrays and objects with ASCII keys."""
+    return _plain(value)
+
+
 def _plain(value: Any) -> bool:
     if isinstance(value, str) or value is None or isinstance(value, bool):
         return True
@@ -33,9 +38,10 @@ def _plain(value: Any) -> bool:
     return False
 
 
-def canonical_json(document: Any) -> bytes:
-    """The RFC 8785 canonical UTF-8 bytes of ``document``."""
-    if _plain(document):
+def canonical_json(document: Any, *, plain: bool | None = None) -> bytes:
+    """The RFC 8785 canonical UTF-8 bytes of ``document``. ``plain=True``: the caller knows the document is made
+    only of the plain values above (it skips the check)."""
+    if plain if plain is not None else _plain(document):
         try:
             return _encode(document).encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate: rfc8785 decides

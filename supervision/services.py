@@ -23,7 +23,7 @@ from marketplace.core.errors import InvalidInput, NotFound
 from marketplace.core.events import DomainEvent
 from marketplace.core.types import utcnow
 from supervision import merkle
-from supervision.canonical import canonical_json
+from supervision.canonical import canonical_json, is_plain
 from supervision.models import LedgerCheckpoint, LedgerEntry, LedgerHead, LedgerNode, SupervisionAlert
 from supervision.note import Checkpoint, NoteError, open_checkpoint
 from supervision.signing import LedgerSigner
@@ -48,7 +48,9 @@ def canonical_event(index: int, event: DomainEvent) -> bytes:
         "subjects": {key: str(value) for key, value in event.subjects.items()},
         "payload": dict(event.payload),
     }
-    return canonical_json(document)
+    # Everything but the payload is text, a safe integer or lists and objects of text with ASCII keys.
+    plain = is_plain(document["payload"]) and all(key.isascii() for key in document["subjects"]) and abs(index) < 2**53
+    return canonical_json(document, plain=plain or None)
 
 
 async def _lock_head(session: AsyncSession) -> LedgerHead:

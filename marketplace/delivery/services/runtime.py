@@ -41,6 +41,10 @@ def fingerprint_key(settings: Settings) -> bytes:
     return derived_key(settings, "export-fingerprint")
 
 
+async def _no_reset(_connection: Any) -> None:
+    return None
+
+
 class StateReader:
     """A connection of delivery's own for the one read every call makes (the access state), outside any session:
     saves the session's pool checkout (and its ping) and SQLAlchemy's round trips on the request path.
@@ -51,7 +55,7 @@ class StateReader:
       worker thread that may wait. Answers are kept until the database changes: ``PRAGMA data_version`` changes
       whenever any other connection (of this process or another) commits, and this connection never writes, so a
       kept answer is exactly what a new read would return (a suspension committed before a call is seen by it).
-    - PostgreSQL: a small asyncpg pool (prepared statements cached per connection).
+    - PostgreSQL: a small asyncpg pool (prepared statements cached per connection, no reset on release).
     """
 
     #: How long a read on the event loop may wait for a lock before it is moved to a thread (milliseconds).
@@ -92,7 +96,9 @@ class StateReader:
             import asyncpg  # type: ignore[import-untyped]
 
             dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
-            self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+            # Nothing changes a session's state on these connections (reads only), so the pool's reset round trip
+            # (advisory locks, cursors, LISTEN, settings) on every release is skipped.
+            self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, reset=_no_reset)
 
     def _read_on_loop(self, connection: sqlite3.Connection, sql: str, values: list[Any], shape: Shape) -> Any:
         version = connection.execute("PRAGMA data_version").fetchone()[0]
