@@ -16,9 +16,10 @@ from litestar.config.csrf import CSRFConfig
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.enums import ScopeType
+from litestar.enums import HttpMethod, ScopeType
 from litestar.exceptions import HTTPException, PermissionDeniedException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.handlers.http_handlers import HTTPRouteHandler
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Template
@@ -293,6 +294,27 @@ async def refuse_tokens_where_not_accepted(connection: ASGIConnection[Any, Any, 
     principal: Principal | None = connection.scope.get("user")
     if principal is not None and principal.is_program and not handler.opt.get("accepts_token"):
         raise Forbidden("This route is for people, not for API clients.", code="token_not_accepted")
+
+
+class HotRouteHandler(HTTPRouteHandler):
+    """A route handler that runs its guards on itself. Litestar hands each guard a shallow copy of the handler (so
+    that a guard cannot change it); ours only read ``opt``, and on a route called many times a second the copies
+    cost more than the rest of its guards. Made by :func:`hot_get` and :func:`hot_post`."""
+
+    async def authorize_connection(self, connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+        """Run every guard in scope, in order, on this handler."""
+        for guard in self.resolve_guards():
+            await guard(connection, self)  # type: ignore[misc]
+
+
+def hot_get(path: str, **options: Any) -> HotRouteHandler:
+    """``@get`` for routes called many times a second by programs (the data plane); see :class:`HotRouteHandler`."""
+    return HotRouteHandler(path, http_method=HttpMethod.GET, **options)
+
+
+def hot_post(path: str, **options: Any) -> HotRouteHandler:
+    """``@post`` for routes called many times a second by programs (the data plane); see :class:`HotRouteHandler`."""
+    return HotRouteHandler(path, http_method=HttpMethod.POST, **options)
 
 
 #: The central rules every route is under (the app's one guard).

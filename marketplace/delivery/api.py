@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Litestar, Request, Response, get, post
+from litestar import Controller, Litestar, Request, Response
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
@@ -27,7 +27,16 @@ from litestar.response import File, Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from marketplace.core.errors import Forbidden
-from marketplace.core.http import DbSession, caller, problems, requires_all, requires_buyer, requires_scope
+from marketplace.core.http import (
+    DbSession,
+    caller,
+    hot_get,
+    hot_post,
+    problems,
+    requires_all,
+    requires_buyer,
+    requires_scope,
+)
 from marketplace.core.tasks import enqueue
 from marketplace.delivery.schemas import (
     EntitlementList,
@@ -89,7 +98,7 @@ class DataController(Controller):
     path = "/data/v1"
     tags = ["data"]
 
-    @get(
+    @hot_get(
         "/entitlements",
         summary="What the caller's organisation may use",
         description="The running entitlements of the caller's organisation (not ended, not expired, subscription active "
@@ -102,7 +111,7 @@ class DataController(Controller):
         items = await list_entitlements(db_session, caller(request), runtime_of(state).meter)
         return EntitlementList(items=items, total=len(items))
 
-    @get(
+    @hot_get(
         "/products/{product_id:uuid}/rows",
         summary="Rows of a product (api mode)",
         description="A page of the product's delivered projection, masking applied. `fields=a,b` chooses among the "
@@ -144,7 +153,7 @@ class DataController(Controller):
             return Response(page.body, media_type=page.media_type, headers=headers)
         return Stream(_chunks(page.body), media_type=page.media_type, headers=headers)
 
-    @post(
+    @hot_post(
         "/products/{product_id:uuid}/exports",
         summary="Ask for a file export (file mode)",
         description="Queues an export of the product's delivered projection (entitled fields, optional equality "
@@ -168,7 +177,7 @@ class DataController(Controller):
         enqueue(build_export_task, str(export.id))
         return export_services.export_view(state.settings, export)
 
-    @get(
+    @hot_get(
         "/exports",
         summary="Your exports",
         description="The exports of your organisation, newest first (at most 100), each with a fresh signed link when ready.",
@@ -180,7 +189,7 @@ class DataController(Controller):
         found = await export_services.list_exports(db_session, caller(request))
         return ExportList(items=[export_services.export_view(state.settings, e) for e in found], total=len(found))
 
-    @get(
+    @hot_get(
         "/exports/{export_id:uuid}",
         summary="An export's state and download link",
         description="`queued`, `running`, `ready` (with `download_url`, a signed link valid for the configured time, "
@@ -195,7 +204,7 @@ class DataController(Controller):
         export = await export_services.get_export(db_session, caller(request), export_id)
         return export_services.export_view(state.settings, export)
 
-    @get(
+    @hot_get(
         "/exports/{export_id:uuid}/download",
         summary="Download an export through its signed link",
         description="The link is the credential: no token or session is needed. An altered link is 403 `link_invalid`, "
@@ -216,7 +225,7 @@ class DataController(Controller):
         found = await export_services.open_download(db_session, state.settings, export_id, expires, signature)
         return File(path=found.path, filename=found.filename, media_type=found.media_type, headers={"Cache-Control": "no-store"})
 
-    @post(
+    @hot_post(
         "/products/{product_id:uuid}/sandbox/query",
         summary="Run an aggregate sandbox query (sandbox mode)",
         description=SANDBOX_NOTE + " One aggregating "
