@@ -75,7 +75,16 @@ def configure_celery(settings: Settings, task_modules: list[str] | None = None) 
             broker_url="memory://", result_backend="cache+memory://", task_always_eager=True, task_eager_propagates=True
         )
     celery_app.conf.beat_schedule = {job.task_name: {"task": job.task_name, "schedule": job.seconds} for job in PERIODIC_JOBS}
+    _forget_connections()
     return celery_app
+
+
+def _forget_connections() -> None:
+    # Celery keeps the result store it made first (per thread) and its broker connection pool, whatever the
+    # configuration says later: one process may be configured in-process first and for Redis after (tests do).
+    celery_app._pool = None  # kombu keeps its pools per broker URL: the next use takes the right one
+    celery_app._backend_cache = None
+    celery_app._local = threading.local()
 
 
 def task_settings() -> Settings:

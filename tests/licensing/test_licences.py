@@ -26,6 +26,7 @@ from tests.factories import make_login_session, make_org, make_user
 from tests.helpers import assert_problem, use_session
 from tests.licensing.factories import ledger_events, licence_body, make_licence, make_resource, row_counts
 from tests.supervision.ledger_helpers import run
+from tests.worlds import replayed
 
 BASE = "/api/licensing/licences"
 TABLES = ("licence", "licence_resource", "licence_version", "ledger_entry", "listing_review")
@@ -50,6 +51,11 @@ class Parties:
 
 @pytest.fixture
 def parties(engine: Engine) -> Parties:
+    """Fresh parties for each test: built once, then the same rows put back (``tests.worlds.replayed``)."""
+    return replayed(engine, __name__, lambda: _parties(engine))
+
+
+def _parties(engine: Engine) -> Parties:
     orgs = {
         "owner": make_org(engine, OrgKind.owner),
         "operator": make_org(engine, OrgKind.operator),

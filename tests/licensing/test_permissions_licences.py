@@ -2,6 +2,9 @@
 
 The owner holds three licences to the operator (a draft, a granted and a suspended one), so that each
 transition route finds a licence it may change; the operator reads its own.
+
+The world is built once and its rows (and files) put back before every test (``tests.worlds.replayed``): each test,
+read or write, starts from its own fresh copy of the same world.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from tests.conftest import TEST_ORIGIN
 from tests.helpers import csrf, shared_app
 from tests.licensing.factories import licence_body, make_licence, make_resource
 from tests.marketplace.core.test_permissions import PARTIES, Case, World, _by, build_world
+from tests.worlds import replayed
 
 LICENCE = "{licence_id:uuid}"
 BASE = "/api/licensing/licences"
@@ -112,7 +116,7 @@ def _request(client: TestClient[Litestar], case: Case, party: str, world: Licenc
 @pytest.mark.parametrize("party", PARTIES)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_licence_route_answers_each_party_exactly(settings: Settings, engine: Engine, case: Case, party: str) -> None:
-    world = _build(engine)
+    world = replayed(engine, __name__, lambda: _build(engine))
     with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         if party != "anonymous":
             client.cookies.set("market_session", world.world.sessions[party])

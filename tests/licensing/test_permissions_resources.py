@@ -1,4 +1,8 @@
-"""Permission matrix of the departments and resources routes: every party, the exact status each gets."""
+"""Permission matrix of the departments and resources routes: every party, the exact status each gets.
+
+The world is built once and its rows (and files) put back before every test (``tests.worlds.replayed``): each test,
+read or write, starts from its own fresh copy of the same world.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from tests.conftest import TEST_ORIGIN
 from tests.helpers import csrf, shared_app
 from tests.licensing.factories import make_department, make_licence, make_resource
 from tests.marketplace.core.test_permissions import PARTIES, Case, World, _by, build_world
+from tests.worlds import replayed
 
 _unique = itertools.count(1)
 RESOURCE = "{resource_id:uuid}"
@@ -111,7 +116,7 @@ def _request(client: TestClient[Litestar], case: Case, party: str, world: Resour
 @pytest.mark.parametrize("party", PARTIES)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_resource_route_answers_each_party_exactly(settings: Settings, engine: Engine, case: Case, party: str) -> None:
-    world = _build(engine, settings)
+    world = replayed(engine, __name__, lambda: _build(engine, settings), data_dir=settings.resolved_data_dir)
     with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         if party != "anonymous":
             client.cookies.set("market_session", world.world.sessions[party])

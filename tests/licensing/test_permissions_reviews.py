@@ -2,6 +2,9 @@
 
 The owner has granted the operator a licence over a resource with real contents; the operator has one
 pending review on it (its checks pass), so that approve and reject find something to decide.
+
+The world is built once and its rows (and files) put back before every test (``tests.worlds.replayed``): each test,
+read or write, starts from its own fresh copy of the same world.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tests.conftest import TEST_ORIGIN
 from tests.helpers import csrf, shared_app
 from tests.licensing.factories import listing_submission, make_licence, make_visit_resource, row_counts
 from tests.marketplace.core.test_permissions import PARTIES, Case, World, _by, build_world
+from tests.worlds import replayed
 
 REVIEW = "{review_id:uuid}"
 BASE = "/api/licensing/reviews"
@@ -108,7 +112,7 @@ def _request(client: TestClient[Litestar], case: Case, party: str, world: Review
 @pytest.mark.parametrize("party", PARTIES)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_review_route_answers_each_party_exactly(settings: Settings, engine: Engine, case: Case, party: str) -> None:
-    world = _build(engine, settings)
+    world = replayed(engine, __name__, lambda: _build(engine, settings), data_dir=settings.resolved_data_dir)
     with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         if party != "anonymous":
             client.cookies.set("market_session", world.world.sessions[party])

@@ -3,6 +3,9 @@
 The owner has licensed a visits resource (real contents) to the operator, who has a listed product and a draft
 product, each with a monthly plan. Anyone reads the catalog and listed products; a draft exists only for its
 operator, the owner of its licence, regulators and auditors; only the operator writes.
+
+The world is built once and its rows (and files) put back before every test (``tests.worlds.replayed``): each test,
+read or write, starts from its own fresh copy of the same world.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tests.helpers import csrf, shared_app
 from tests.licensing.factories import make_licence, make_visit_resource, row_counts
 from tests.marketplace.core.test_permissions import PARTIES, Case, World, _by, build_world
 from tests.marketplace.factories import make_plan, make_product
+from tests.worlds import replayed
 
 PRODUCT = "{product_id:uuid}"
 PLAN = "{plan_id:uuid}"
@@ -121,7 +125,7 @@ def _state(engine: Engine) -> tuple[dict[str, int], list[Any]]:
 @pytest.mark.parametrize("party", PARTIES)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_catalog_route_answers_each_party_exactly(settings: Settings, engine: Engine, case: Case, party: str) -> None:
-    world = _build(engine, settings)
+    world = replayed(engine, __name__, lambda: _build(engine, settings), data_dir=settings.resolved_data_dir)
     before = _state(engine)
     with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         if party != "anonymous":

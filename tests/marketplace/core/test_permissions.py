@@ -29,6 +29,7 @@ from tests.conftest import TEST_ORIGIN
 from tests.factories import PASSWORD, make_api_client, make_login_session, make_org, make_user
 from tests.helpers import csrf, shared_app
 from tests.supervision.ledger_helpers import event, run
+from tests.worlds import replayed
 
 PARTIES = ("anonymous", "owner", "operator", "buyer_a", "buyer_b", "regulator", "auditor")
 KIND = {
@@ -52,6 +53,12 @@ class World:
 
 
 def build_world(engine: Engine) -> World:
+    """One organisation, admin and session per party, and two ledger entries; built once per database and put
+    back as it was for every later test (``tests.worlds.replayed``): each test gets its own fresh copy."""
+    return replayed(engine, "permission matrix parties", lambda: _build_world(engine))
+
+
+def _build_world(engine: Engine) -> World:
     world = World()
     # Two ledger entries, so that proofs exist.
     run(engine.url.render_as_string(hide_password=False), lambda s: _two_events(s))

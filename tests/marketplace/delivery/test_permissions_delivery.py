@@ -5,6 +5,9 @@ ready export of the file product); buyer B subscribed to nothing. Programs are b
 (tokens with every scope). Data routes are the buyers' (people or programs); everyone else is refused (403, read-only
 parties with ``read_only_party`` on writes); another buyer's product is 403 ``not_entitled`` and another buyer's
 export 404. A download link is its own credential: it opens for anyone holding it.
+
+The world is built once and its rows (and files) put back before every test (``tests.worlds.replayed``): each test,
+read or write, starts from its own fresh copy of the same world.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tests.licensing.factories import row_counts
 from tests.marketplace.core.test_permissions import PARTIES, Case, World, build_world
 from tests.marketplace.delivery.support import bearer, tasks_in_process, wait_for_exports, with_delivery_lifespan
 from tests.marketplace.factories import make_market
+from tests.worlds import replayed
 
 PROGRAMS = ("buyer_a_program", "buyer_b_program")
 EVERY_CALLER = (*PARTIES, *PROGRAMS)
@@ -169,7 +173,7 @@ def _request(
 @pytest.mark.parametrize("party", EVERY_CALLER)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_delivery_route_answers_each_party_exactly(settings: Settings, engine: Engine, case: Case, party: str) -> None:
-    world = _build(engine, settings)
+    world = replayed(engine, __name__, lambda: _build(engine, settings), data_dir=settings.resolved_data_dir)
     exports_before = row_counts(engine, "export")
     app = with_delivery_lifespan(_app(settings))
     tasks_in_process(settings)

@@ -6,6 +6,9 @@ second product has a free plan for the subscribe rows; a second operator takes t
 
 Choices: the owner takes no part in buyer onboarding (qualification routes: 403); it reads the subscriptions under
 its licences but not their proofs (403); regulators and auditors read everything but proofs (403) and write nothing.
+
+The world is built once and its rows (and files) put back before every test (``tests.worlds.replayed``): each test,
+read or write, starts from its own fresh copy of the same world.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from tests.licensing.factories import make_licence, make_resource, row_counts
 from tests.marketplace.core.test_permissions import PARTIES, Case, World, _by, build_world
 from tests.marketplace.factories import make_plan, make_product, make_qualification, make_subscription
 from tests.marketplace.subscriptions.support import FIELDS, RULES, qualification_body
+from tests.worlds import replayed
 
 QUALIFICATION = "{qualification_id:uuid}"
 SUBSCRIPTION = "{subscription_id:uuid}"
@@ -160,7 +164,7 @@ def _request(client: TestClient[Litestar], case: Case, party: str, world: Subscr
 @pytest.mark.parametrize("party", PARTIES)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_subscription_route_answers_each_party_exactly(settings: Settings, engine: Engine, case: Case, party: str) -> None:
-    world = _build(engine, settings)
+    world = replayed(engine, __name__, lambda: _build(engine, settings), data_dir=settings.resolved_data_dir)
     before = row_counts(engine, *TABLES)
     with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         if party != "anonymous":

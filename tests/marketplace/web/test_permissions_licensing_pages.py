@@ -2,6 +2,9 @@
 
 The world: an owner with a resource licensed (granted) to the operator, and a pending listing review
 of the operator on that licence; each party signed in as an admin of its own organisation.
+
+The world is built once and its rows (and files) put back before every test (``tests.worlds.replayed``): each test,
+read or write, starts from its own fresh copy of the same world.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from tests.factories import make_login_session, make_org, make_user
 from tests.helpers import csrf, shared_app
 from tests.licensing.factories import make_department, make_licence, make_resource, make_review
 from tests.marketplace.core.test_permissions import KIND, PARTIES, Case, _by
+from tests.worlds import replayed
 
 FIELDS = [FieldSpec(name="district", type=FieldType.string)]
 
@@ -114,7 +118,7 @@ def _path(case: Case, ids: dict[str, Any]) -> str:
 @pytest.mark.parametrize("party", PARTIES)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_licensing_page_answers_each_party_exactly(settings: Settings, engine: Engine, case: Case, party: str) -> None:
-    ids, sessions = _world(engine)
+    ids, sessions = replayed(engine, __name__, lambda: _world(engine))
     with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         if party != "anonymous":
             client.cookies.set("market_session", sessions[party])

@@ -3,6 +3,9 @@
 The world (fresh for each request): a small market (a listed visits product of the operator with a monthly plan
 and a free plan; buyer A qualified and subscribed), buyer B's qualification waiting for the operator, and buyer B's
 on-request subscription (to a second product) waiting for approval; each party signed in as an admin of its own organisation.
+
+The world is built once and its rows (and files) put back before every test (``tests.worlds.replayed``): each test,
+read or write, starts from its own fresh copy of the same world.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tests.factories import make_login_session, make_org, make_user
 from tests.helpers import csrf, shared_app
 from tests.marketplace.core.test_permissions import PARTIES, Case, _by
 from tests.marketplace.factories import make_market, make_plan, make_product, make_qualification, make_subscription
+from tests.worlds import replayed
 
 CREDIT_CODE = "91330106MA2B3C4D5" + credit_code_check_character("91330106MA2B3C4D5")
 ANYONE = _by(200, 200, 200, 200, 200, 200, 200)
@@ -130,7 +134,9 @@ def _path(case: Case, ids: dict[str, Any]) -> str:
 @pytest.mark.parametrize("party", PARTIES)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_market_page_answers_each_party_exactly(settings: Settings, engine: Engine, case: Case, party: str) -> None:
-    ids, sessions = _world(engine, settings.resolved_data_dir)
+    ids, sessions = replayed(
+        engine, __name__, lambda: _world(engine, settings.resolved_data_dir), data_dir=settings.resolved_data_dir
+    )
     with TestClient(app=shared_app(settings), base_url=TEST_ORIGIN) as client:
         if party != "anonymous":
             client.cookies.set("market_session", sessions[party])
