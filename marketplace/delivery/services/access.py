@@ -245,9 +245,14 @@ def state_refusal(row: Any, mode: DeliveryMode, now: datetime) -> DomainError | 
             f"The entitlement is for {DeliveryMode(row.entitlement_mode).value} delivery, not {mode.value}.",
             entitled_mode=DeliveryMode(row.entitlement_mode).value,
         )
-    if mode.value not in json.loads(row.modes_json):
+    if mode.value not in _licensed_modes(row.modes_json):
         return _forbidden("mode_not_entitled", f"The licence no longer permits {mode.value} delivery.")
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _licensed_modes(modes_json: str) -> frozenset[str]:
+    return frozenset(json.loads(modes_json))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import csv
+import functools
 import hashlib
 import hmac
 import io
@@ -150,27 +151,39 @@ def _tag(key: bytes, payload: str) -> str:
     return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+# Cursors are worked out once per distinct input (many programs page through the same products): both functions
+# are pure, and their caches hold only cursors this process issued or accepted.
+@functools.lru_cache(maxsize=16_384)
 def encode_cursor(key: bytes, product_id: uuid.UUID, cache_key: str, position: int) -> str:
     """An opaque, signed cursor pointing at ``position`` of a projection."""
     payload = f"{product_id.hex}.{cache_key}.{position}"
     return base64.urlsafe_b64encode(f"{payload}.{_tag(key, payload)}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(key: bytes, cursor: str, product_id: uuid.UUID, cache_key: str) -> int:
-    """The position a cursor points at; 400 ``invalid_cursor`` when it was altered, is another product's, or
-    belongs to older contents."""
+@functools.lru_cache(maxsize=16_384)
+def _verified_cursor(key: bytes, cursor: str) -> tuple[str, str, int] | None:
+    """The product (hex), contents and position of a cursor whose signature holds; None when it does not."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         product_hex, cursor_cache_key, position_text, tag = text.split(".")
         position = int(position_text)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("The cursor is not valid: use next_cursor as given.", code="invalid_cursor") from None
+        return None
     payload = f"{product_hex}.{cursor_cache_key}.{position_text}"
-    if not hmac.compare_digest(tag, _tag(key, payload)) or position < 0 or product_hex != product_id.hex:
+    if not hmac.compare_digest(tag, _tag(key, payload)) or position < 0:
+        return None
+    return product_hex, cursor_cache_key, position
+
+
+def decode_cursor(key: bytes, cursor: str, product_id: uuid.UUID, cache_key: str) -> int:
+    """The position a cursor points at; 400 ``invalid_cursor`` when it was altered, is another product's, or
+    belongs to older contents."""
+    verified = _verified_cursor(key, cursor)
+    if verified is None or verified[0] != product_id.hex:
         raise InvalidInput("The cursor is not valid: use next_cursor as given.", code="invalid_cursor")
-    if cursor_cache_key != cache_key:
+    if verified[1] != cache_key:
         raise InvalidInput("The product's contents changed since this cursor was issued: start again.", code="invalid_cursor")
-    return position
+    return verified[2]
 
 
 # --- reading and encoding -------------------------------------------------------------------------------------------------
