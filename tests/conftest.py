@@ -6,16 +6,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import QueuePool
 
-from marketplace.core.db import create_sync_engine, sync_url
+from marketplace.core.db import create_sync_engine
 from marketplace.core.settings import Environment, Settings
 from marketplace.migrations import upgrade
 from marketplace.models import metadata
@@ -66,28 +64,9 @@ def fresh_database_url(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def engine(database_url: str) -> Iterator[Engine]:
     """A sync engine on the test database, for factories and direct checks."""
-    eng = (
-        _pooled_sqlite_engine(database_url) if test_settings.database_profile() == "sqlite" else create_sync_engine(database_url)
-    )
+    eng = create_sync_engine(database_url, keep_connections=True)
     yield eng
     eng.dispose()
-
-
-def _pooled_sqlite_engine(database_url: str) -> Engine:
-    """The product's SQLite engine opens a new connection for every use (``NullPool``); factories commit hundreds
-    of times a second, and connecting with its pragmas is a quarter of their time: the tests' engine keeps its
-    connections (idle ones hold no lock), with the same pragmas."""
-    eng = create_engine(sync_url(database_url), poolclass=QueuePool, pool_size=2, max_overflow=8)
-
-    @event.listens_for(eng, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.close()
-
-    return eng
 
 
 @pytest.fixture(scope="session")

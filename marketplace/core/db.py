@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.core.errors import InvalidInput
@@ -89,11 +89,15 @@ def _guard(engine: Engine) -> Engine:
     return engine
 
 
-def create_sync_engine(url: str) -> Engine:
-    """A sync engine (migrations, commands, test factories)."""
+def create_sync_engine(url: str, *, keep_connections: bool = False) -> Engine:
+    """A sync engine (migrations, commands, test factories). On SQLite a connection is opened for every use unless
+    ``keep_connections`` (for callers that commit many times a second; idle connections hold no lock)."""
     if is_sqlite(url):
         _ensure_sqlite_folder(url)
-        engine = create_engine(sync_url(url), poolclass=NullPool)
+        pooling: dict[str, Any] = (
+            {"poolclass": QueuePool, "pool_size": 2, "max_overflow": 8} if keep_connections else {"poolclass": NullPool}
+        )
+        engine = create_engine(sync_url(url), **pooling)
         event.listen(engine, "connect", _sqlite_pragmas)
         return _guard(engine)
     return _guard(create_engine(sync_url(url), pool_pre_ping=True))

@@ -18,11 +18,13 @@ from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 from litestar.types import ASGIApp, Receive, Scope, Send
 from pydantic import BaseModel, ValidationError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.core.errors import DomainError
 from marketplace.core.http import SESSION_COOKIE, DbSession
 from marketplace.core.identity import services
 from marketplace.core.identity.api import REGISTRATION_POLICY, client_address, login_policy, session_cookie_response
+from marketplace.core.identity.models import User
 from marketplace.core.identity.schemas import CLIENT_SCOPES, ApiClientCreate, BuyerRegistration, UserCreate
 from marketplace.core.principal import OrgKind, Principal, Role
 from marketplace.web import i18n
@@ -153,6 +155,14 @@ def prepare_error_page(request: Request[Any, Any, Any]) -> None:
 def page(request: Request[Any, Any, Any], template: str, status_code: int = 200, **context: Any) -> Template:
     """Render a page; the caller, navigation and locales come from the template globals."""
     return Template(template_name=template, status_code=status_code, context={"me": request.scope.get("user"), **context})
+
+
+async def _signed_in(db_session: AsyncSession, state: State, user: User, target: str) -> Response[Any]:
+    """A new sign-in session for ``user``: its cookie, and on to ``target``."""
+    token = await services.start_session(db_session, user, ttl_seconds=state.settings.session_ttl_seconds)
+    response = session_cookie_response(None, token, state, status_code=HTTP_303_SEE_OTHER)
+    response.headers["Location"] = target
+    return response
 
 
 def login_redirect(request: Request[Any, Any, Any]) -> Redirect:
@@ -291,10 +301,7 @@ class PageController(Controller):
                 )
             )
             return page(request, "login.html", status_code=exc.status, next=target, error=message, email=data.email)
-        token = await services.start_session(db_session, user, ttl_seconds=state.settings.session_ttl_seconds)
-        response = session_cookie_response(None, token, state, status_code=HTTP_303_SEE_OTHER)
-        response.headers["Location"] = target
-        return response
+        return await _signed_in(db_session, state, user, target)
 
     @get("/register", name="register")
     async def register_page(self, request: Request[Any, Any, Any]) -> Template | Redirect:
@@ -334,10 +341,7 @@ class PageController(Controller):
             if "retry_after" in exc.extra:
                 refused.headers["Retry-After"] = str(exc.extra["retry_after"])
             return refused
-        token = await services.start_session(db_session, user, ttl_seconds=state.settings.session_ttl_seconds)
-        response = session_cookie_response(None, token, state, status_code=HTTP_303_SEE_OTHER)
-        response.headers["Location"] = "/buyer"
-        return response
+        return await _signed_in(db_session, state, user, "/buyer")
 
     @post("/logout", opt={"read_only_ok": True})
     async def logout(self, request: Request[Any, Any, Any], db_session: DbSession, state: State) -> Response[Any]:
