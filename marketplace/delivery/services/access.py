@@ -332,6 +332,12 @@ class _Compiled:
             return None
         return SimpleNamespace(**{name: _value(name, value) for name, value in zip(self.columns, tuple(rows[0]), strict=True)})
 
+    def first_native_row(self, rows: list[Any]) -> Any:
+        """``first_row`` for a driver that types values itself (asyncpg: UUIDs, dates and moments as such)."""
+        if not rows:
+            return None
+        return SimpleNamespace(**dict(zip(self.columns, tuple(rows[0]), strict=True)))
+
 
 _COMPILED: dict[tuple[int, str, str], _Compiled] = {}
 _UUIDS = frozenset(
@@ -390,7 +396,8 @@ async def read_state(reader: StateReader, org_id: uuid.UUID, product_id: uuid.UU
     own connection (committed state, no transaction held)."""
     compiled = _compiled(_BY_BUYER, reader.dialect)
     bound = {**compiled.defaults, "org": org_id, "product": product_id, "month": month}
-    return await reader.fetch(compiled.sql, [bound[n] for n in compiled.parameters], compiled.first_row)
+    shape = compiled.first_row if reader.dialect_name == "sqlite" else compiled.first_native_row
+    return await reader.fetch(compiled.sql, [bound[n] for n in compiled.parameters], shape)
 
 
 async def read_entitlement_state(session: AsyncSession, entitlement_id: uuid.UUID, month: str) -> Any:

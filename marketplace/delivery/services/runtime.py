@@ -41,10 +41,6 @@ def fingerprint_key(settings: Settings) -> bytes:
     return derived_key(settings, "export-fingerprint")
 
 
-async def _no_reset(_connection: Any) -> None:
-    return None
-
-
 class StateReader:
     """A connection of delivery's own for the one read every call makes (the access state), outside any session:
     saves the session's pool checkout (and its ping) and SQLAlchemy's round trips on the request path.
@@ -55,11 +51,13 @@ class StateReader:
       worker thread that may wait. Answers are kept until the database changes: ``PRAGMA data_version`` changes
       whenever any other connection (of this process or another) commits, and this connection never writes, so a
       kept answer is exactly what a new read would return (a suspension committed before a call is seen by it).
-    - PostgreSQL: a small asyncpg pool (prepared statements cached per connection, no reset on release).
+    - PostgreSQL: a small asyncpg pool (a queue of four connections, prepared statements cached per connection).
     """
 
     #: How long a read on the event loop may wait for a lock before it is moved to a thread (milliseconds).
     LOOP_BUSY_TIMEOUT_MS = 0
+    #: PostgreSQL connections of the reader.
+    CONNECTIONS = 4
     #: Answers kept between two changes of the database at most.
     MAX_ANSWERS = 10_000
 
@@ -69,7 +67,7 @@ class StateReader:
         self._sqlite: sqlite3.Connection | None = None
         self._data_version: int | None = None
         self._answers: dict[tuple[str, tuple[Any, ...]], Any] = {}
-        self._pool: Any = None
+        self._pool: asyncio.Queue[Any] | None = None
         self._lock = asyncio.Lock()
 
     @functools.cached_property
@@ -93,12 +91,12 @@ class StateReader:
         if self.dialect_name == "sqlite":
             self._sqlite = self._sqlite_connection(self.LOOP_BUSY_TIMEOUT_MS)
         else:
-            import asyncpg  # type: ignore[import-untyped]
-
-            dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
-            # Nothing changes a session's state on these connections (reads only), so the pool's reset round trip
-            # (advisory locks, cursors, LISTEN, settings) on every release is skipped.
-            self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, reset=_no_reset)
+            # A few connections taken from and given back to a queue, each opened on first use and opened again
+            # after a failure: nothing changes a session's state on them (reads only), so asyncpg's pool machinery
+            # (a task and a reset round trip per release) is not needed.
+            self._pool = asyncio.Queue()
+            for _ in range(self.CONNECTIONS):
+                self._pool.put_nowait(None)
 
     def _read_on_loop(self, connection: sqlite3.Connection, sql: str, values: list[Any], shape: Shape) -> Any:
         version = connection.execute("PRAGMA data_version").fetchone()[0]
@@ -133,7 +131,29 @@ class StateReader:
                 if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                     raise
                 return await asyncio.to_thread(self._read_waiting, sql, values, shape)
-        return shape(list(await self._pool.fetch(sql, *values)))
+        return await self._fetch_postgresql(sql, values, shape)
+
+    async def _fetch_postgresql(self, sql: str, values: list[Any], shape: Shape) -> Any:
+        import asyncpg  # type: ignore[import-untyped]
+
+        pool = self._pool
+        assert pool is not None
+        connection = await pool.get()
+        try:
+            if connection is None or connection.is_closed():
+                dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+                connection = await asyncpg.connect(dsn)
+            return shape(await connection.fetch(sql, *values))
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+            if connection is not None:
+                connection.terminate()
+            connection = None
+            raise
+        finally:
+            if self._pool is pool:
+                pool.put_nowait(connection)
+            elif connection is not None:  # closed meanwhile
+                await connection.close()
 
     async def close(self) -> None:
         """Close the connection or pool."""
@@ -141,8 +161,11 @@ class StateReader:
             self._sqlite.close()
             self._sqlite = None
         if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            while not pool.empty():
+                connection = pool.get_nowait()
+                if connection is not None:
+                    await connection.close()
 
 
 @dataclass

@@ -232,3 +232,60 @@ def test_entitlements_lists_only_running_ones(settings: Settings, engine: Engine
     assert item["fields"] == ["patient_name", "age", "district", "visit_date", "diagnosis", "cost"]
     assert item["quota"] == {"calls": None, "rows": None}
     assert others == {"items": [], "total": 0}
+
+
+def test_the_state_reader_sees_every_commit_and_recovers_a_lost_connection(
+    settings: Settings, engine: Engine, database_url: str
+) -> None:
+    """The access state is read on delivery's own connection (kept answers on SQLite, a queue of connections on
+    PostgreSQL): a change committed by any other connection is seen by the next read, and on PostgreSQL the
+    connections the server dropped are opened again."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from marketplace.core.db import async_url
+    from marketplace.delivery.services.access import read_state
+    from marketplace.delivery.services.metering import month_of
+    from marketplace.delivery.services.runtime import StateReader
+
+    market = make_market(engine, settings.resolved_data_dir)
+    month = month_of(utcnow())
+
+    async def main() -> list[Any]:
+        reader = StateReader(async_url(database_url))
+        seen = []
+        try:
+            seen.append((await read_state(reader, market.buyer_a.id, market.product.id, month)).licence_status)
+            seen.append((await read_state(reader, market.buyer_a.id, market.product.id, month)).licence_status)
+            update(engine, Licence, market.licence.id, status=LicenceStatus.suspended)
+            seen.append((await read_state(reader, market.buyer_a.id, market.product.id, month)).licence_status)
+            if reader.dialect_name == "postgresql":
+                with engine.connect() as conn:
+                    dropped = conn.execute(
+                        text(
+                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%entitlement%'"
+                        )
+                    ).scalar_one()
+                assert dropped >= 1
+                failed = 0
+                for _ in range(StateReader.CONNECTIONS + 1):
+                    try:
+                        await read_state(reader, market.buyer_a.id, market.product.id, month)
+                    except Exception:
+                        failed += 1
+                # A dropped connection is seen closed and opened again (at worst one read fails per dropped one).
+                assert failed <= dropped
+            update(engine, Licence, market.licence.id, status=LicenceStatus.granted)
+            seen.append((await read_state(reader, market.buyer_a.id, market.product.id, month)).licence_status)
+        finally:
+            await reader.close()
+        return seen
+
+    assert [LicenceStatus(s) for s in asyncio.run(main())] == [
+        LicenceStatus.granted,
+        LicenceStatus.granted,
+        LicenceStatus.suspended,
+        LicenceStatus.granted,
+    ]
