@@ -407,3 +407,32 @@ async def reject(session: AsyncSession, principal: Principal, review_id: uuid.UU
     reason = _reason(reason)
     review, licence = await _pending_for_owner(session, principal, review_id)
     return await _decide(session, principal, review, licence, ReviewStatus.rejected, reason)
+
+
+async def delist_by_operator(
+    session: AsyncSession, principal: Principal, review_id: uuid.UUID, reason: str
+) -> ListingReview | None:
+    """The operator took its listed product off the catalog: the product's approved review becomes ``delisted``
+    (``listing.delisted`` with ``by: operator``), so that the owner's reviews say what the catalog says. Runs in the
+    caller's transaction (no commit). None when the review is not an approved review of the caller's organisation."""
+    review = await session.get(ListingReview, review_id, with_for_update=True)
+    if review is None or review.operator_id != principal.org_id or review.status is not ReviewStatus.approved:
+        return None
+    licence = await session.get(Licence, review.licence_id)
+    assert licence is not None
+    review.status = ReviewStatus.delisted
+    review.decided_by = principal.user_id
+    review.decided_at = utcnow()
+    review.decision_reason = f"Delisted by the operator: {reason}"
+    session.add(review)
+    await publish(
+        session,
+        DomainEvent(
+            "listing.delisted",
+            Actor.of(principal),
+            orgs=(licence.owner_org_id, licence.operator_id),
+            subjects={"review": str(review.id), "licence": str(licence.id)},
+            payload={"product_ref": review.product_ref, "reason": reason, "by": "operator", "status": review.status.value},
+        ),
+    )
+    return review

@@ -370,7 +370,8 @@ async def check_product(
 
 async def delist_product(session: AsyncSession, principal: Principal, product_id: uuid.UUID, reason: str) -> Product:
     """The operator takes its listed product off the catalog, with a written reason (400 ``reason_required``;
-    409 ``product_not_listed``). Existing subscriptions are the subscriptions' business (``product.delisted``)."""
+    409 ``product_not_listed``); its approved listing review becomes delisted too. Existing subscriptions are the
+    subscriptions' business (``product.delisted``)."""
     reason = reason.strip()
     if not reason:
         raise InvalidInput("A written reason is required.", code="reason_required")
@@ -383,6 +384,8 @@ async def delist_product(session: AsyncSession, principal: Principal, product_id
     product.updated_at = utcnow()
     session.add(product)
     await reindex_product(session, product)
+    if product.review_id is not None:  # the owner's review of the listing says so too
+        await reviews.delist_by_operator(session, principal, product.review_id, reason)
     licence = await session.get(Licence, product.licence_id)
     await publish(
         session,

@@ -132,9 +132,15 @@ def test_the_whole_lifecycle_to_listed_and_delisted_by_the_operator(settings: Se
         assert party(None).get(PRODUCTS, q="门诊").json()["total"] == 0
         assert row_counts(engine, "product_search") == {"product_search": 0}
         assert_problem(party("operator").post(f"{PRODUCTS}/{product_id}/delist", {"reason": "again"}), 409, "product_not_listed")
+        # The owner's review of the listing says what the catalog says.
+        review = party("owner").get(f"/api/licensing/reviews/{_product(engine, product_id).review_id}").json()
+        assert review["status"] == "delisted"
+        assert review["decision_reason"] == "Delisted by the operator: Source discontinued"
 
     types = [e["type"] for e in ledger_events(engine, "product.")]
     assert types == ["product.created", "product.updated", "product.submitted", "product.listed", "product.delisted"]
+    delisting = ledger_events(engine, "listing.delisted")
+    assert [(e["payload"]["by"], e["payload"]["product_ref"]) for e in delisting] == [("operator", product_id)]
     assert [e["type"] for e in ledger_events(engine, "plan.")] == ["plan.added", "plan.added"]
 
 
