@@ -56,6 +56,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # Checkpoint the WAL every 20,000 pages (~80 MB) instead of 1,000: metering writes steadily, and each checkpoint
+    # copies pages on the process's own core (the delivery benchmark's rows call went ~25% faster).
+    cursor.execute("PRAGMA wal_autocheckpoint=20000")
     cursor.close()
 
 
