@@ -347,9 +347,16 @@ async def _pending_for_owner(session: AsyncSession, principal: Principal, review
     return review, licence
 
 
-async def _decide(
-    session: AsyncSession, principal: Principal, review: ListingReview, licence: Licence, status: ReviewStatus, reason: str
-) -> ListingReview:
+async def _record_decision(
+    session: AsyncSession,
+    principal: Principal,
+    review: ListingReview,
+    licence: Licence,
+    status: ReviewStatus,
+    reason: str,
+    **payload: Any,
+) -> None:
+    """Set the review's decision and publish ``listing.<status>`` in the caller's transaction."""
     review.status = status
     review.decided_by = principal.user_id
     review.decided_at = utcnow()
@@ -362,9 +369,15 @@ async def _decide(
             Actor.of(principal),
             orgs=(licence.owner_org_id, licence.operator_id),
             subjects={"review": str(review.id), "licence": str(licence.id)},
-            payload={"product_ref": review.product_ref, "reason": reason},
+            payload={"product_ref": review.product_ref, "reason": reason, **payload},
         ),
     )
+
+
+async def _decide(
+    session: AsyncSession, principal: Principal, review: ListingReview, licence: Licence, status: ReviewStatus, reason: str
+) -> ListingReview:
+    await _record_decision(session, principal, review, licence, status, reason)
     await session.commit()
     await session.refresh(review)
     return review
@@ -420,19 +433,13 @@ async def delist_by_operator(
         return None
     licence = await session.get(Licence, review.licence_id)
     assert licence is not None
-    review.status = ReviewStatus.delisted
-    review.decided_by = principal.user_id
-    review.decided_at = utcnow()
-    review.decision_reason = f"Delisted by the operator: {reason}"
-    session.add(review)
-    await publish(
+    await _record_decision(
         session,
-        DomainEvent(
-            "listing.delisted",
-            Actor.of(principal),
-            orgs=(licence.owner_org_id, licence.operator_id),
-            subjects={"review": str(review.id), "licence": str(licence.id)},
-            payload={"product_ref": review.product_ref, "reason": reason, "by": "operator", "status": review.status.value},
-        ),
+        principal,
+        review,
+        licence,
+        ReviewStatus.delisted,
+        f"Delisted by the operator: {reason}",
+        by="operator",
     )
     return review

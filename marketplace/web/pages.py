@@ -290,7 +290,7 @@ class PageController(Controller):
                 login_policy(state),
                 email=data.email,
                 password=data.password,
-                address=request.client.host if request.client else "unknown",
+                address=client_address(request),
             )
         except DomainError as exc:
             message = (

@@ -4,10 +4,9 @@ serves a stale catalog: a change committed by anyone is seen by the very next se
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import Engine, text
@@ -17,12 +16,12 @@ from marketplace.catalog import search, search_index
 from marketplace.catalog.models import Domain, Product, ProductStatus
 from marketplace.catalog.schemas import CatalogPage, CatalogQuery, CatalogSort
 from marketplace.catalog.search import reindex_product, search_in_database, search_products
-from marketplace.core.db import Database
 from marketplace.core.principal import OrgKind
 from marketplace.core.settings import Settings
 from tests.factories import make_org
 from tests.licensing.factories import VISIT_FIELDS, make_department, make_licence, make_resource
 from tests.marketplace.factories import make_plan, make_product
+from tests.supervision.ledger_helpers import run
 
 DISTRICTS = [("Haidian", "海淀"), ("Chaoyang", "朝阳"), ("Xicheng", "西城"), ("Fengtai", "丰台"), ("Tongzhou", "通州")]
 TOPICS = [("hospital beds", "医院床位"), ("taxi trips", "出租车行程"), ("air quality", "空气质量"), ("school places", "学位")]
@@ -65,16 +64,11 @@ def _catalog(engine: Engine) -> list[Product]:
     return products
 
 
-def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
-    async def run() -> Any:
-        db = Database(settings.resolved_database_url)
-        try:
-            async with db.session() as session:
-                return await work(session)
-        finally:
-            await db.dispose()
+T = TypeVar("T")
 
-    return asyncio.run(run())
+
+def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    return run(settings.resolved_database_url, work)
 
 
 def _index_all(settings: Settings, engine: Engine) -> list[Product]:

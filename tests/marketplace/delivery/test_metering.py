@@ -4,7 +4,6 @@ usage reads are scoped."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -12,7 +11,6 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 
 from licensing.models import DeliveryMode
-from marketplace.core.db import Database
 from marketplace.core.principal import OrgKind, Principal
 from marketplace.core.settings import Settings
 from marketplace.delivery.services import list_exports, usage_by_day, usage_by_mode
@@ -22,20 +20,13 @@ from tests.helpers import assert_problem
 from tests.licensing.factories import ledger_events, row_counts
 from tests.marketplace.delivery.support import bearer, counters, deliveries, delivery_client, rows_path, update, wait_for_exports
 from tests.marketplace.factories import make_market
+from tests.supervision.ledger_helpers import run
 
 T = TypeVar("T")
 
 
 def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    async def main() -> T:
-        database = Database(settings.resolved_database_url)
-        try:
-            async with database.session() as session:
-                return await work(session)
-        finally:
-            await database.dispose()
-
-    return asyncio.run(main())
+    return run(settings.resolved_database_url, work)
 
 
 def _principal(org: Any) -> Principal:
