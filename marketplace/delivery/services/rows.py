@@ -214,9 +214,7 @@ def read_pages(projection: Projection, query: RowsQuery) -> list[tuple[int, list
         cursor.close()
     answer: list[tuple[int, list[tuple[Any, ...]], int | None]] = []
     position = query.position
-    for start in range(0, max(len(found), 1), query.limit):
-        if start and start >= len(found):
-            break
+    for start in range(0, max(len(found), 1), query.limit):  # one (empty) page when nothing is left
         end = start + query.limit
         following = int(found[end][0]) if len(found) > end else None
         answer.append((position, [row[1:] for row in found[start:end]], following))
