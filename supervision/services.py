@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import TextClause, func, insert, text, update
+from sqlalchemy import TextClause, func, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from marketplace.core.db import insert_many
 from marketplace.core.errors import InvalidInput, NotFound
 from marketplace.core.events import DomainEvent
 from marketplace.core.types import utcnow
@@ -105,14 +106,9 @@ async def record_many(session: AsyncSession, events: Sequence[DomainEvent]) -> l
     head.frontier = json.dumps([[level, value.hex()] for level, value in frontier])
     session.add(head)
     await session.flush()
-    await session.exec(_INSERT_ENTRIES, params=entries)
-    if nodes:
-        await session.exec(_INSERT_NODES, params=nodes)
+    await insert_many(session, LedgerEntry.__table__, entries)  # type: ignore[attr-defined]
+    await insert_many(session, LedgerNode.__table__, nodes)  # type: ignore[attr-defined]
     return indices
-
-
-_INSERT_ENTRIES = insert(LedgerEntry.__table__)  # type: ignore[attr-defined]
-_INSERT_NODES = insert(LedgerNode.__table__)  # type: ignore[attr-defined]
 
 
 def _root_of_frontier(frontier: Sequence[tuple[int, bytes]]) -> bytes:

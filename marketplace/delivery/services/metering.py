@@ -31,14 +31,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import supervision.services as ledger
 from licensing.models import DeliveryMode
-from marketplace.core.db import Database
+from marketplace.core.db import Database, insert_many
 from marketplace.core.events import Actor, DomainEvent
 from marketplace.core.types import utcnow
 from marketplace.delivery.models import Delivery, UsageCounter
@@ -174,9 +173,10 @@ async def write_deliveries(
         return []
     indices = await ledger.record_many(session, events)
     if deliveries:
-        await session.exec(
-            _INSERT_DELIVERIES,
-            params=[
+        await insert_many(
+            session,
+            Delivery.__table__,  # type: ignore[attr-defined]
+            [
                 {
                     "id": uuid.uuid4(),
                     "entitlement_id": d.entitlement_id,
@@ -202,9 +202,6 @@ async def write_deliveries(
             pending.bytes += d.bytes
         await _bump_counters(session, usage)
     return indices[: len(deliveries)]
-
-
-_INSERT_DELIVERIES = insert(Delivery.__table__)  # type: ignore[attr-defined]
 
 
 async def _bump_counters(session: AsyncSession, usage: dict[tuple[uuid.UUID, str], PendingUsage]) -> None:
