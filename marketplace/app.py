@@ -21,6 +21,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 import supervision.services
+from billing.api import BILLING_CONTROLLERS
 from licensing.api import CONTROLLERS as LICENSING_CONTROLLERS
 from marketplace.catalog import reactions as catalog_reactions
 from marketplace.catalog.api import CONTROLLERS as CATALOG_CONTROLLERS
@@ -64,6 +65,7 @@ DOMAIN_TASK_MODULES = [
     "marketplace.catalog.tasks",
     "marketplace.subscriptions.tasks",
     "marketplace.delivery.tasks",
+    "billing.tasks",
 ]
 
 
@@ -132,6 +134,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *CATALOG_CONTROLLERS,
             *SUBSCRIPTION_CONTROLLERS,
             *DELIVERY_CONTROLLERS,
+            *BILLING_CONTROLLERS,
             PageController,
             LedgerPageController,
             LicensingPageController,

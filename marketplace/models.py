@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import SQLModel
 
+from billing import models as billing_models
 from licensing import models as licensing_models
 from marketplace.catalog import models as catalog_models
 from marketplace.core.identity import models as identity_models
@@ -13,6 +14,7 @@ from supervision import models as supervision_models
 
 __all__ = [
     "SQLModel",
+    "billing_models",
     "catalog_models",
     "delivery_models",
     "identity_models",

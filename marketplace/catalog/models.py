@@ -111,6 +111,8 @@ class PlanBase(SQLModel):
     quota_rows: int | None = None
     #: how long an entitlement of a one-off or free plan lasts; monthly and metered plans renew by the month.
     term_days: int = Field(default=365)
+    #: monthly and metered plans: days an unpaid renewal keeps access (subscription past_due) before it is suspended.
+    grace_days: int = Field(default=7)
     access: PlanAccess = Field(default=PlanAccess.self_serve, sa_column=enum_column(PlanAccess))
     visibility: PlanVisibility = Field(default=PlanVisibility.public, sa_column=enum_column(PlanVisibility))
 

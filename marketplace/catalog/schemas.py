@@ -109,6 +109,9 @@ class PlanCreate(BaseModel):
     quota_calls: int | None = Field(default=None, ge=1, le=10**15, description="Calls (or exports) per month; null = no cap")
     quota_rows: int | None = Field(default=None, ge=1, le=10**15, description="Rows per month; null = no cap")
     term_days: int = Field(default=365, ge=1, le=3660, description="How long a free or one-off plan's entitlement lasts")
+    grace_days: int = Field(
+        default=7, ge=0, le=60, description="Monthly and metered: days an unpaid renewal keeps access before it is suspended"
+    )
     access: PlanAccess = PlanAccess.self_serve
     visibility: PlanVisibility = PlanVisibility.public
     buyer_ids: list[uuid.UUID] = Field(
@@ -135,6 +138,7 @@ class PlanUpdate(BaseModel):
     quota_calls: int | None = Field(default=None, ge=1, le=10**15)
     quota_rows: int | None = Field(default=None, ge=1, le=10**15)
     term_days: int | None = Field(default=None, ge=1, le=3660)
+    grace_days: int | None = Field(default=None, ge=0, le=60)
     access: PlanAccess | None = None
     visibility: PlanVisibility | None = None
     buyer_ids: list[uuid.UUID] | None = Field(default=None, max_length=200)
@@ -161,6 +165,7 @@ class PlanView(BaseModel):
     quota_calls: int | None
     quota_rows: int | None
     term_days: int
+    grace_days: int
     access: PlanAccess
     visibility: PlanVisibility
     active: bool

@@ -65,6 +65,17 @@ class Settings(BaseSettings):
     login_lockout_seconds: int = Field(default=15 * 60, ge=1)
     default_locale: str = "en"
     run_periodic_in_process: bool = Field(default=True, description="Without Redis, run periodic jobs inside the web process")
+    stripe_api_key: SecretStr | None = Field(
+        default=None, description="Stripe secret key (sk_test_... or sk_live_...); Stripe is offered when set"
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None, description="Signing secret of the Stripe webhook endpoint (whsec_...)"
+    )
+    stripe_api_base: str | None = Field(default=None, description="Another address for Stripe's API (tests run a loopback one)")
+    invoice_due_days: int = Field(default=14, ge=1, le=120, description="Days a buyer has to pay an invoice by bank transfer")
+    renewal_notice_days: int = Field(
+        default=7, ge=1, le=60, description="Days before a period ends that its renewal invoice is issued"
+    )
 
     @model_validator(mode="after")
     def _refuse_defaults_in_production(self) -> Settings:
@@ -82,9 +93,16 @@ class Settings(BaseSettings):
                 problems.append("MARKET_PUBLIC_URL must be the https:// address of the platform")
             if self.database_url is None or self.database_url.startswith("sqlite"):
                 problems.append("MARKET_DATABASE_URL must point at PostgreSQL")
+            if self.stripe_api_key is not None and self.stripe_webhook_secret is None:
+                problems.append("MARKET_STRIPE_WEBHOOK_SECRET must be set with MARKET_STRIPE_API_KEY")
             if problems:
                 raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self
+
+    @property
+    def stripe_enabled(self) -> bool:
+        """Whether Stripe is offered as a payment method."""
+        return self.stripe_api_key is not None
 
     @property
     def resolved_database_url(self) -> str:

@@ -123,6 +123,7 @@ def plan_view(plan: Plan, buyer_ids: Sequence[uuid.UUID] | None = None) -> PlanV
         quota_calls=plan.quota_calls,
         quota_rows=plan.quota_rows,
         term_days=plan.term_days,
+        grace_days=plan.grace_days,
         access=plan.access,
         visibility=plan.visibility,
         active=plan.active,

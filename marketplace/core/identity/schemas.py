@@ -17,6 +17,7 @@ CLIENT_SCOPES: dict[str, str] = {
     "data:read": "Read rows of subscribed data products",
     "data:export": "Request file exports of subscribed data products",
     "data:query": "Run aggregate sandbox queries on subscribed data products",
+    "billing:read": "Read the organisation's invoices (GET /api/billing/invoices)",
 }
 
 Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]

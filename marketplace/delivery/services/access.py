@@ -11,7 +11,8 @@ Order of the checks, and the codes a refused call gets (each refusal says why, a
    ``licence_not_in_force`` (not yet granted or not yet started) (403);
 4. ``product_delisted`` (403): the product is not listed any more;
 5. the entitlement: ``entitlement_ended`` (cancelled or revoked; ``reason`` and ``ended_reason`` say why),
-   ``entitlement_expired`` (past its ``valid_until``, or ended by expiry), then ``subscription_past_due`` (403);
+   ``entitlement_expired`` (past its ``valid_until``, or ended by expiry), ``subscription_past_due`` (a renewal
+   unpaid and the plan's grace period over; within it, deliveries go on) (403);
 6. ``mode_not_entitled`` (403): the call's mode is not the entitlement's (rows of a sandbox-only product), or the
    licence no longer permits it;
 7. ``quota_exceeded`` (429, ``Retry-After`` until the next month): the entitlement's calls or rows for the month
@@ -234,11 +235,11 @@ def state_refusal(row: Any, mode: DeliveryMode, now: datetime) -> DomainError | 
             reason=reason,
         )
     if _as_utc(row.valid_until) <= now:
+        if subscription_status is SubscriptionStatus.past_due:  # its grace period is over
+            return _forbidden("subscription_past_due", "The subscription is past due: pay the open invoice to resume deliveries.")
         return _forbidden("entitlement_expired", "The entitlement has expired.", valid_until=_as_utc(row.valid_until).isoformat())
     if _as_utc(row.valid_from) > now:
         return _forbidden("not_entitled", "The entitlement has not started yet.")
-    if subscription_status is SubscriptionStatus.past_due:
-        return _forbidden("subscription_past_due", "The subscription is past due: pay the open invoice to resume deliveries.")
     if DeliveryMode(row.entitlement_mode) is not mode:
         return _forbidden(
             "mode_not_entitled",

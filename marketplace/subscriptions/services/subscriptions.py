@@ -652,6 +652,46 @@ async def activate_subscription(
     return SubscriptionRecord(subscription, entitlement)
 
 
+async def mark_past_due(
+    session: AsyncSession, subscription_id: uuid.UUID, actor: Principal | Actor | None, *, grace_until: datetime, reason: str
+) -> SubscriptionRecord:
+    """Billing saw a renewal go unpaid: an ``active`` subscription becomes ``past_due`` and its entitlement runs on
+    until ``grace_until`` (the plan's grace period; deliveries are then refused ``subscription_past_due`` until it is
+    paid). Idempotent: a subscription already past due is left as it is. Leaves the transaction open (billing
+    commits it with its invoice change)."""
+    subscription = (await session.exec(select(Subscription).where(Subscription.id == subscription_id).with_for_update())).first()
+    if subscription is None:
+        raise NotFound("No such subscription.", code="subscription_not_found")
+    entitlement = await entitlement_of(session, subscription.id)
+    if subscription.status is SubscriptionStatus.past_due:
+        return SubscriptionRecord(subscription, entitlement)
+    if subscription.status is not SubscriptionStatus.active:
+        raise Conflict(
+            f"Subscription {subscription.number} is {subscription.status.value}, not active.", code="subscription_not_active"
+        )
+    _product, plan, licence = await subscription_context(session, subscription)
+    subscription.status = SubscriptionStatus.past_due
+    subscription.status_reason = _reason(reason, required=True)
+    subscription.updated_at = utcnow()
+    if entitlement is not None and entitlement.valid_until < grace_until:
+        entitlement.valid_until = grace_until
+        subscription.valid_until = grace_until
+        session.add(entitlement)
+    session.add(subscription)
+    await session.flush()
+    await publish_subscription_event(
+        session,
+        "subscription.past_due",
+        _actor(actor),
+        subscription,
+        licence.owner_org_id,
+        plan.type,
+        grace_until=grace_until.isoformat(),
+        reason=subscription.status_reason,
+    )
+    return SubscriptionRecord(subscription, entitlement)
+
+
 # --- ending --------------------------------------------------------------------------------------------------------------
 
 
@@ -682,6 +722,17 @@ async def revoke_subscription(
     return await _committed(session, subscription)
 
 
+async def end_for_refund(session: AsyncSession, subscription_id: uuid.UUID, actor: Principal | Actor, reason: str) -> None:
+    """Billing refunded a subscription in full and the operator chose to end its access: ``revoked`` with the
+    refund's reason, entitlement ended at once. Leaves the transaction open (billing commits it with the refund).
+    A subscription no longer open is left as it is."""
+    subscription = (await session.exec(select(Subscription).where(Subscription.id == subscription_id).with_for_update())).first()
+    if subscription is None:
+        raise NotFound("No such subscription.", code="subscription_not_found")
+    if subscription.status in OPEN_STATUSES:
+        await _end(session, subscription, SubscriptionStatus.revoked, _reason(reason, required=True), _actor(actor))
+
+
 def _require_open(subscription: Subscription) -> None:
     if subscription.status not in OPEN_STATUSES:
         raise Conflict(
@@ -697,13 +748,14 @@ async def _committed(session: AsyncSession, subscription: Subscription) -> Subsc
 
 
 async def expire_due_subscriptions(session: AsyncSession, now: datetime) -> list[uuid.UUID]:
-    """End every active or past-due subscription whose ``valid_until`` has passed (``expired``, entitlement ended).
+    """End every active subscription whose ``valid_until`` has passed (``expired``, entitlement ended). A past-due
+    one is left to billing: its access stops when its grace ends, and it becomes active again when paid.
     Idempotent: returns the ids expired by this call (none when run again)."""
     due = (
         await session.exec(
             select(Subscription)
             .where(
-                col(Subscription.status).in_([SubscriptionStatus.active, SubscriptionStatus.past_due]),
+                col(Subscription.status) == SubscriptionStatus.active,
                 col(Subscription.valid_until).is_not(None),
                 col(Subscription.valid_until) < now,
             )

@@ -44,7 +44,7 @@ def _row(n: int, **changes: Any) -> dict[str, Any]:
         "at": datetime(2026, 12, 3, 14, 30, 5, 120 * n, tzinfo=timezone(timedelta(hours=8))),
         "colour": Colour.blue if n % 2 else Colour.red,
         "label": None if n == 3 else f"标签 {n}",
-        "body": '{"n": %d}' % n,
+        "body": f'{{"n": {n}}}',
         "count": 2**40 + n,
         "digest": bytes([n]) * 32,
     }

@@ -87,11 +87,22 @@ def test_entitlement_ended_says_why(settings: Settings, engine: Engine) -> None:
     assert body["reason"] == "Resold the data"
 
 
-def test_subscription_past_due(settings: Settings, engine: Engine) -> None:
+def test_subscription_past_due_after_its_grace(settings: Settings, engine: Engine) -> None:
     def past_due(market: Any) -> None:
         update(engine, Subscription, market.subscription.id, status=SubscriptionStatus.past_due)
+        update(engine, Entitlement, market.entitlement.id, valid_until=utcnow() - timedelta(minutes=1))
 
     _refused(settings, engine, past_due, 403, "subscription_past_due")
+
+
+def test_a_past_due_subscription_delivers_within_its_grace(settings: Settings, engine: Engine) -> None:
+    market = make_market(engine, settings.resolved_data_dir)
+    update(engine, Subscription, market.subscription.id, status=SubscriptionStatus.past_due)
+    update(engine, Entitlement, market.entitlement.id, valid_until=utcnow() + timedelta(days=3))
+    with delivery_client(settings) as client:
+        answer = client.get(rows_path(market.product.id, "limit=2"), headers=bearer(client, engine, market.buyer_a))
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["items"]) == 2
 
 
 def test_licence_revoked_and_expired(settings: Settings, engine: Engine) -> None:

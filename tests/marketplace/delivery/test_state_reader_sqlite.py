@@ -75,7 +75,7 @@ def test_a_commit_of_another_process_is_seen_by_the_next_read(tmp_path: Path) ->
         reader = StateReader(f"sqlite+aiosqlite:///{path}")
         try:
             seen = [await reader.fetch(SQL, [1], _shape), await reader.fetch(SQL, [1], _shape)]
-            subprocess.run([sys.executable, "-c", script, str(path)], check=True, timeout=60)
+            await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script, str(path)], check=True, timeout=60)
             seen.append(await reader.fetch(SQL, [1], _shape))
             return seen
         finally:
