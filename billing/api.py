@@ -153,8 +153,10 @@ class BillingController(Controller):
         "/checkout",
         summary="Pay a subscription waiting for payment",
         description="The buyer chooses how to pay a `pending_payment` subscription. `invoice`: a numbered invoice is "
-        "issued (HTML and PDF), paid by bank transfer and recorded by the operator; asking again answers the same "
-        "invoice. Refused: 404 `subscription_not_found`, 409 `subscription_not_payable`.",
+        "issued, paid by bank transfer and recorded by the operator. `stripe` (when configured): the invoice and a "
+        "Stripe Checkout page (`checkout_url`); monthly and metered plans become Stripe subscriptions that Stripe "
+        "renews. Asking again answers the same invoice. Refused: 404 `subscription_not_found`, 409 "
+        "`subscription_not_payable`, `method_not_available` (Stripe not configured), `gateway_error`.",
         guards=[requires_all(requires_buyer, requires_person)],
         status_code=HTTP_201_CREATED,
         responses=problems(403, 404, 409),
@@ -162,7 +164,9 @@ class BillingController(Controller):
     async def checkout(
         self, request: Request[Any, Any, Any], db_session: DbSession, state: State, data: JSONBody[CheckoutRequest]
     ) -> CheckoutView:
-        invoice = await services.checkout_by_invoice(db_session, caller(request), state.settings, data.subscription_id)
+        invoice = await services.checkout(
+            db_session, caller(request), state.settings, state.get("stripe_gateway"), data.subscription_id, data.method
+        )
         return CheckoutView(invoice=invoice_view(invoice), checkout_url=invoice.checkout_url)
 
     @get(

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from billing import services
+from billing.services import stripe_events
+from billing.stripe_gateway import StripeGateway
 from marketplace.core.tasks import celery_app, periodic, run_in_session, task_settings
 from marketplace.core.types import utcnow
 
@@ -29,3 +31,17 @@ def settle_last_month_task() -> dict[str, Any]:
     now = utcnow()
     count = run_in_session(lambda session: services.settle_last_month(session, now))
     return {"at": now.isoformat(), "statements": count}
+
+
+@periodic(seconds=3_600)
+@celery_app.task(name="billing.reconcile_stripe_events_task")
+def reconcile_stripe_events_task() -> dict[str, Any]:
+    """List Stripe's events of the last three days and process any whose webhook we missed (nothing without Stripe).
+    Idempotent: an event already processed is skipped."""
+    settings = task_settings()
+    if not settings.stripe_enabled:
+        return {"stripe": False}
+    gateway = StripeGateway(settings)
+    now = utcnow()
+    outcomes = run_in_session(lambda session: stripe_events.reconcile_events(session, gateway, now))
+    return {"at": now.isoformat(), "outcomes": outcomes}

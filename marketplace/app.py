@@ -22,6 +22,7 @@ from litestar.template.config import TemplateConfig
 
 import supervision.services
 from billing.api import BILLING_CONTROLLERS
+from billing.stripe_gateway import StripeGateway
 from licensing.api import CONTROLLERS as LICENSING_CONTROLLERS
 from marketplace.catalog import reactions as catalog_reactions
 from marketplace.catalog.api import CONTROLLERS as CATALOG_CONTROLLERS
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         signing_key=signing_key, issuer=settings.issuer, access_token_ttl=settings.access_token_ttl_seconds
     )
     ledger_signer = load_ledger_signer(settings)
+    stripe_gateway = StripeGateway(settings) if settings.stripe_enabled else None
     connect_domains()
     configure_celery(settings, DOMAIN_TASK_MODULES)
     i18n.load_catalogues()
@@ -171,6 +173,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "token_server": token_server,
                 "ledger_signer": ledger_signer,
                 "prepare_error_page": prepare_error_page,
+                # Stripe when configured (checkout, webhooks, refunds of its payments); bank transfer otherwise.
+                "stripe_gateway": stripe_gateway,
+                "refund_gateway": stripe_gateway,
             }
         ),
         lifespan=[lifespan, delivery_lifespan],  # delivery's runtime needs the database; its meter flushes first

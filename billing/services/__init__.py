@@ -3,6 +3,7 @@ writes billing's tables."""
 
 from __future__ import annotations
 
+from billing.services.checkout import checkout
 from billing.services.invoices import (
     InvoiceLine,
     checkout_by_invoice,
@@ -37,6 +38,7 @@ __all__ = [
     "Receipt",
     "RefundGateway",
     "acknowledge_statement",
+    "checkout",
     "checkout_by_invoice",
     "compute",
     "get_invoice",

@@ -42,3 +42,12 @@ def to_decimal(minor: int, currency: str) -> str:
 def share(minor: int, rate: Decimal | str) -> int:
     """``rate`` of an amount in minor units, to the nearest minor unit (half up): the franchise fee."""
     return int((Decimal(minor) * Decimal(rate)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def minor_fraction(amount: Decimal | str, currency: str) -> Decimal:
+    """``amount`` in minor units, fractions kept (a per-call price of 0.005 CNY is 0.5 fen)."""
+    try:
+        value = Decimal(amount)
+    except (InvalidOperation, TypeError, ValueError):
+        raise InvalidInput(f"{amount!r} is not an amount of money.", code="invalid_amount") from None
+    return value.scaleb(exponent(currency)).normalize()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Protocol
 
@@ -22,8 +23,8 @@ from marketplace.subscriptions import services as subscriptions
 class RefundGateway(Protocol):
     """Gives money back through the gateway a payment came by (Stripe); None for bank transfers."""
 
-    def refund(self, payment: Payment, refund: Refund) -> str:
-        """Refund ``refund.amount_minor`` of ``payment``; returns the gateway's refund id."""
+    def refund(self, payment_reference: str, amount_minor: int, idempotency_key: str, reason: str) -> str:
+        """Refund ``amount_minor`` of the payment ``payment_reference``; returns the gateway's refund id."""
         ...
 
 
@@ -109,9 +110,11 @@ async def refund_payment(
     if end_access:
         await subscriptions.end_for_refund(session, payment.subscription_id, actor, f"Refunded: {reason}")
     if gateway is not None and payment.gateway is Gateway.stripe:
-        # Last before the commit: Stripe's idempotency key is the refund's id, so a retry after a failed commit
-        # cannot refund twice.
-        refund.external_id = gateway.refund(payment, refund)
+        # Last before the commit, keyed by the payment and the caller's request key: a retry after a failed commit
+        # gets Stripe's first answer instead of a second refund.
+        refund.external_id = await asyncio.to_thread(
+            gateway.refund, payment.reference, amount_minor, f"refund-{payment.id}-{request_key}", reason
+        )
     refund.ledger_index = await ledger.record(
         session,
         DomainEvent(
