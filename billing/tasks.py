@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from billing import services
-from billing.services import stripe_events
+from billing.services import stripe_events, usage
 from billing.stripe_gateway import StripeGateway
 from marketplace.core.tasks import celery_app, periodic, run_in_session, task_settings
 from marketplace.core.types import utcnow
@@ -45,3 +45,15 @@ def reconcile_stripe_events_task() -> dict[str, Any]:
     now = utcnow()
     outcomes = run_in_session(lambda session: stripe_events.reconcile_events(session, gateway, now))
     return {"at": now.isoformat(), "outcomes": outcomes}
+
+
+@periodic(seconds=3_600)
+@celery_app.task(name="billing.usage_billing_task")
+def usage_billing_task() -> dict[str, Any]:
+    """Charge metered deliveries not billed yet (each exactly once), report Stripe charges to the meter and invoice
+    finished months paid by transfer. Safe to re-run, also after a run stopped halfway."""
+    settings = task_settings()
+    gateway = StripeGateway(settings) if settings.stripe_enabled else None
+    now = utcnow()
+    run = run_in_session(lambda session: usage.bill_usage(session, now, settings, gateway))
+    return {"at": now.isoformat(), "charges": run.charges, "calls": run.calls, "reported": run.reported, "invoices": run.invoices}

@@ -22,6 +22,7 @@ from litestar.template.config import TemplateConfig
 
 import supervision.services
 from billing.api import BILLING_CONTROLLERS
+from billing.services import usage as billing_usage
 from billing.stripe_gateway import StripeGateway
 from licensing.api import CONTROLLERS as LICENSING_CONTROLLERS
 from marketplace.catalog import reactions as catalog_reactions
@@ -46,6 +47,7 @@ from marketplace.core.settings import Settings, load_settings
 from marketplace.core.tasks import PERIODIC_JOBS, InProcessScheduler, configure_celery
 from marketplace.delivery.api import CONTROLLERS as DELIVERY_CONTROLLERS
 from marketplace.delivery.api import delivery_lifespan
+from marketplace.delivery.services.billing_feed import DeliveryUsage
 from marketplace.subscriptions.api import CONTROLLERS as SUBSCRIPTION_CONTROLLERS
 from marketplace.web import i18n
 from marketplace.web.buyer_pages import BuyerPageController
@@ -71,10 +73,11 @@ DOMAIN_TASK_MODULES = [
 
 
 def connect_domains() -> None:
-    """Wire the domains together: every domain event core publishes goes to the ledger, in its transaction, and
-    the catalog follows listing decisions and licence changes."""
+    """Wire the domains together: every domain event core publishes goes to the ledger, in its transaction, the
+    catalog follows listing decisions and licence changes, and billing reads metered use from delivery."""
     events.subscribe(supervision.services.record)
     events.subscribe(catalog_reactions.on_domain_event)
+    billing_usage.use_source(DeliveryUsage())
 
 
 def _jinja(engine: JinjaTemplateEngine) -> None:
