@@ -31,6 +31,7 @@ from marketplace.core.events import Actor
 from marketplace.core.principal import Principal
 from marketplace.core.settings import Settings
 from marketplace.delivery.services.metering import MeteredDelivery, write_deliveries
+from marketplace.demo_billing import PaidSubscription, pay_first_invoice, seed_billing
 from marketplace.subscriptions import services as subscriptions
 from marketplace.subscriptions.models import Entitlement, Subscription, SubscriptionStatus
 from marketplace.subscriptions.schemas import QualificationSubmit, SubscriptionCreate
@@ -431,6 +432,7 @@ async def seed_catalog(
 
     agreement = subscriptions.current_agreement().version
     made: list[tuple[uuid.UUID, int, int]] = []
+    paid: list[PaidSubscription] = []
     for buyer, product_key, plan_index, purpose, days_ago, calls_a_day in SUBSCRIPTIONS:
         demo = next(p for p in PRODUCTS if p.key == product_key)
         operator = people[demo.operator]
@@ -453,7 +455,8 @@ async def seed_catalog(
                 )
             record = await subscriptions.decide_subscription(session, operator, sub.id, True, "Proof of purpose checked")
         if record.subscription.status is SubscriptionStatus.pending_payment:
-            record = await subscriptions.activate_subscription(session, sub.id, operator)  # bank transfer confirmed
+            await pay_first_invoice(session, settings, people, sub.id, buyer, demo.operator)
+            paid.append(PaidSubscription(sub.id, buyer, demo.operator))
         made.append((sub.id, days_ago, calls_a_day))
     # A request waiting for the operator: public-welfare use of the registry file, on request, its proof uploaded.
     waiting = await subscriptions.create_subscription(
@@ -478,7 +481,8 @@ async def seed_catalog(
         "Volume cap exceeded three months running; suspended pending the operator's remediation plan",
     )
     deliveries = await _history(session, made, rng)
-    return {"products": len(products), "subscriptions": len(made), "deliveries": deliveries}
+    billing = await seed_billing(session, settings, people, paid, seed)
+    return {"products": len(products), "subscriptions": len(made), "deliveries": deliveries, "billing": billing}
 
 
 def _documentation(demo: DemoProduct) -> str:

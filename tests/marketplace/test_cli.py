@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
 from marketplace.app import create_app
 from marketplace.core.identity.models import ApiClient, Organisation, User
@@ -82,6 +82,21 @@ def test_demo_is_idempotent_and_writes_the_accounts_file(cli_env: dict[str, str]
     for account in data["accounts"]:
         assert account["email"] in first.stdout
         assert account["password"] in first.stdout
+
+    # Billing: six months of payments by both methods, a refund, a renewal left unpaid, and statements.
+    with engine.connect() as conn:
+        gateways = set(conn.execute(text("SELECT DISTINCT gateway FROM payment")).scalars())
+        months = conn.execute(text("SELECT count(DISTINCT period) FROM settlement_statement")).scalar_one()
+        statuses = set(conn.execute(text("SELECT DISTINCT status FROM settlement_statement")).scalars())
+        refunds = conn.execute(text("SELECT count(*) FROM refund")).scalar_one()
+        past_due = conn.execute(text("SELECT count(*) FROM subscription WHERE status = 'past_due'")).scalar_one()
+        overdue = conn.execute(text("SELECT count(*) FROM invoice WHERE status = 'overdue' AND kind = 'renewal'")).scalar_one()
+        usage_invoices = conn.execute(text("SELECT count(*) FROM invoice WHERE kind = 'usage'")).scalar_one()
+    assert gateways == {"invoice", "stripe"}
+    assert months >= 6
+    assert {"acknowledged", "issued"} <= statuses
+    assert (refunds, past_due, overdue) == (1, 1, 1)
+    assert usage_invoices >= 1
 
     # Every demo account signs in, and every buyer's client gets a token that /api/me accepts.
     with TestClient(app=create_app(settings), base_url=TEST_ORIGIN) as client:
