@@ -31,7 +31,8 @@ from billing.schemas import (
     StatementView,
     TransferRecord,
 )
-from billing.services import stripe_events
+from billing.services import documents_data, stripe_events
+from billing.services.documents_data import PdfFile
 from billing.services.settlement import operator_names
 from marketplace.core.errors import InvalidInput
 from marketplace.core.http import (
@@ -143,6 +144,15 @@ def _request_key(request: Request[Any, Any, Any]) -> str:
     return key or f"auto-{uuid.uuid4()}"
 
 
+def _pdf(document: PdfFile) -> Response[bytes]:
+    """A PDF answered as a download named after its record's number."""
+    return Response(
+        document.content,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="{document.filename}"'},
+    )
+
+
 class BillingController(Controller):
     """Checkout, invoices, payments, refunds and receipts."""
 
@@ -205,6 +215,24 @@ class BillingController(Controller):
         invoice = await services.get_invoice(db_session, caller(request), invoice_id)
         payment = await services.payment_of(db_session, invoice.id)
         return invoice_view(invoice, payment.id if payment else None)
+
+    @get(
+        "/invoices/{invoice_id:uuid}/pdf",
+        summary="One invoice as PDF",
+        description='The invoice as a PDF document (`Content-Disposition: attachment; filename="<number>.pdf"`), '
+        "for the same readers as the invoice: issuer (the operator), buyer, number, dates, lines in English and "
+        "Chinese, total, currency, status, the ledger index of `invoice.issued`, and, for an open bank-transfer "
+        "invoice, how to pay it. Chinese is written when the server has a CJK font, else the document is in English.",
+        guards=[requires_all(requires_billing_reader, requires_scope("billing:read"))],
+        opt=TOKEN,
+        responses=problems(401, 403, 404),
+        media_type="application/pdf",
+    )
+    async def invoice_pdf(
+        self, request: Request[Any, Any, Any], db_session: DbSession, invoice_id: FromPath[uuid.UUID]
+    ) -> Response[bytes]:
+        document = await documents_data.invoice_document(db_session, caller(request), invoice_id)
+        return _pdf(document)
 
     @post(
         "/invoices/{invoice_id:uuid}/payments",
@@ -363,6 +391,22 @@ class SettlementController(Controller):
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{statement.number}.csv"'},
         )
+
+    @get(
+        "/{statement_id:uuid}/pdf",
+        summary="A statement as PDF",
+        description='The statement as a PDF document (`Content-Disposition: attachment; filename="<number>.pdf"`): '
+        "operator, owner, period, status, one line per licence (fee rate, payments, gross, refunds, payment fees, "
+        "franchise fee) with the totals and the operator's net, reconciliation differences and the ledger index.",
+        guards=[requires_statement_reader],
+        responses=problems(401, 403, 404),
+        media_type="application/pdf",
+    )
+    async def statement_pdf(
+        self, request: Request[Any, Any, Any], db_session: DbSession, statement_id: FromPath[uuid.UUID]
+    ) -> Response[bytes]:
+        document = await documents_data.statement_document(db_session, caller(request), statement_id)
+        return _pdf(document)
 
     @post(
         "/{statement_id:uuid}/issue",

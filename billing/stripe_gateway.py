@@ -190,6 +190,11 @@ class StripeGateway:
                 return str(getattr(intent, "id", intent))
         return None
 
+    def subscription_status(self, stripe_subscription_id: str) -> str:
+        """Stripe's current status of a subscription (``active``, ``past_due``, ``canceled``...)."""
+        found = self._call("read the subscription", self.client.v1.subscriptions.retrieve, stripe_subscription_id)
+        return str(found.status)
+
     def refund(self, payment_reference: str, amount_minor: int, idempotency_key: str, reason: str) -> str:
         """Refund ``amount_minor`` of the payment intent ``payment_reference``; returns the refund's id."""
         refund = self._call(

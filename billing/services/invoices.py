@@ -316,6 +316,7 @@ async def settle_invoice(
     actor: Actor,
     fee_minor: int | None = None,
     recorded_by: uuid.UUID | None = None,
+    keep_past_due: bool = False,
 ) -> Payment:
     """Record the payment of ``invoice`` and give what it pays for, in the caller's transaction: the invoice is paid,
     the subscription activated (first invoice) or renewed to the invoice's period end, ``payment.received`` in
@@ -361,7 +362,9 @@ async def settle_invoice(
     if invoice.kind in (InvoiceKind.subscription, InvoiceKind.renewal):
         # A first payment starts the plan's period now; a renewal pays for the period it was issued for.
         paid_until = invoice.period_end if invoice.kind is InvoiceKind.renewal else None
-        await subscriptions.activate_subscription(session, invoice.subscription_id, actor, paid_until=paid_until, commit=False)
+        await subscriptions.activate_subscription(
+            session, invoice.subscription_id, actor, paid_until=paid_until, commit=False, keep_past_due=keep_past_due
+        )
     payment.ledger_index = await ledger.record(
         session,
         DomainEvent(

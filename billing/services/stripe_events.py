@@ -99,6 +99,13 @@ async def _on_checkout_completed(session: AsyncSession, gateway: StripeGateway, 
     return "settled"
 
 
+async def _stripe_status(gateway: StripeGateway, obj: dict[str, Any]) -> str | None:
+    stripe_subscription = ((obj.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+    if not stripe_subscription:
+        return None
+    return await asyncio.to_thread(gateway.subscription_status, str(stripe_subscription))
+
+
 def _subscription_metadata(obj: dict[str, Any]) -> dict[str, Any]:
     parent = obj.get("parent") or {}
     details = parent.get("subscription_details") or {}
@@ -176,6 +183,8 @@ async def _on_invoice_paid(session: AsyncSession, gateway: StripeGateway, obj: d
         )
         existing.external_id = str(obj["id"])
     reference, fee = await _payment_of_invoice(gateway, obj)
+    # Stripe's current status decides whether a later period is still unpaid (events may come in any order).
+    still_past_due = await _stripe_status(gateway, obj) == "past_due"
     await settle_invoice(
         session,
         existing,
@@ -184,11 +193,12 @@ async def _on_invoice_paid(session: AsyncSession, gateway: StripeGateway, obj: d
         received_at=_at(created),
         actor=STRIPE,
         fee_minor=fee,
+        keep_past_due=still_past_due,
     )
     return "renewed"
 
 
-async def _on_payment_failed(session: AsyncSession, _gateway: StripeGateway, obj: dict[str, Any], created: int) -> str:
+async def _on_payment_failed(session: AsyncSession, gateway: StripeGateway, obj: dict[str, Any], created: int) -> str:
     subscription_id = _uuid(_subscription_metadata(obj).get("subscription_id"))
     if subscription_id is None:
         return "not_ours"
@@ -201,6 +211,8 @@ async def _on_payment_failed(session: AsyncSession, _gateway: StripeGateway, obj
         raise UnknownObject("The subscription's first payment is not recorded yet.", code="unknown_object")
     if subscription.status is not SubscriptionStatus.active:
         return f"subscription_{subscription.status.value}"
+    if await _stripe_status(gateway, obj) != "past_due":
+        return "recovered"  # paid since (its invoice.paid brings the renewal)
     await past_due_for(
         session, subscription_id, _at(created), f"Stripe could not collect invoice {obj.get('number') or obj['id']}."
     )

@@ -110,6 +110,7 @@ CASES: list[Case] = [
     Case("GET", f"{BILLING}/invoices", EVERY_READER),
     Case("GET", f"{BILLING}/invoices?status=open", EVERY_READER),
     Case("GET", f"{BILLING}/invoices/{INVOICE}", BUYER_A_RECORD),
+    Case("GET", f"{BILLING}/invoices/{INVOICE}/pdf", BUYER_A_RECORD),
     Case("POST", f"{BILLING}/invoices/{INVOICE}/payments", OPERATOR_WRITES, json=_transfer),
     Case("GET", f"{BILLING}/payments/{PAYMENT}", BUYER_A_RECORD),
     Case("POST", f"{BILLING}/payments/{PAYMENT}/refunds", OPERATOR_WRITES, json=_refund),
@@ -119,6 +120,7 @@ CASES: list[Case] = [
     Case("POST", f"{SETTLEMENTS}/run", _by(401, 200, 200, 403, 403, 403, 403), json=_settle),
     Case("GET", f"{SETTLEMENTS}/{STATEMENT}", STATEMENT_READ),
     Case("GET", f"{SETTLEMENTS}/{STATEMENT}/csv", STATEMENT_READ),
+    Case("GET", f"{SETTLEMENTS}/{STATEMENT}/pdf", STATEMENT_READ),
     Case("POST", f"{SETTLEMENTS}/{STATEMENT}/issue", _by(401, 403, 200, 403, 403, 403, 403), json=_empty),
     Case("POST", f"{SETTLEMENTS}/{STATEMENT}/acknowledge", _by(401, 409, 403, 403, 403, 403, 403), json=_empty),
     Case("POST", WEBHOOK, _by(400, 400, 400, 400, 400, 403, 403)),
@@ -128,6 +130,7 @@ CASES: list[Case] = [
 EXPECTED_CODES = {
     ("POST", f"{BILLING}/checkout", "buyer_b"): "subscription_not_found",
     ("GET", f"{BILLING}/invoices/{INVOICE}", "buyer_b"): "invoice_not_found",
+    ("GET", f"{BILLING}/invoices/{INVOICE}/pdf", "buyer_b"): "invoice_not_found",
     ("GET", f"{BILLING}/payments/{PAYMENT}", "buyer_b"): "payment_not_found",
     ("GET", f"{BILLING}/receipts/{PAYMENT}", "buyer_b"): "payment_not_found",
     ("POST", f"{SETTLEMENTS}/{STATEMENT}/acknowledge", "owner"): "statement_not_issued",

@@ -242,6 +242,25 @@ def test_each_event_three_times_at_once_is_applied_once(
     assert digest["ledger"]["payment.received"] == 2
 
 
+def _statement(engine: Engine, billing: BillingShop) -> tuple[str, str, str, str]:
+    from billing.services import run_settlement
+    from marketplace.core.events import Actor
+    from tests.supervision.ledger_helpers import run
+
+    now = utcnow()
+    period = f"{now.year:04d}-{now.month:02d}"
+    [statement] = run(
+        engine.url.render_as_string(hide_password=False),
+        lambda session: run_settlement(session, billing.operator.id, period, Actor.of(None)),
+    )
+    return (
+        f"{statement.gross_minor / 100:.2f}",
+        f"{statement.fees_minor / 100:.2f}",
+        f"{statement.franchise_fee_minor / 100:.2f}",
+        f"{statement.net_minor / 100:.2f}",
+    )
+
+
 @hypothesis_settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(order=st.randoms(use_true_random=False))
 def test_any_delivery_order_gives_the_same_result(
@@ -250,15 +269,17 @@ def test_any_delivery_order_gives_the_same_result(
     billing = make_billing_shop(engine)
     invoice = _checkout(stripe_client, billing)["invoice"]
     session_id = stored(engine, Invoice, invoice["id"]).external_id
+    # Every event type we act on: the checkout, the first invoice, a renewal paid, the next one failed.
     events = fake.complete_checkout(session_id)
     subscription = fake.get(session_id)["subscription"]
     events += fake.renew_subscription(subscription)
+    events += fake.fail_renewal(subscription)
     shuffled = list(events)
     order.shuffle(shuffled)
-    # Every event delivered (some twice), in a shuffled order, redelivered while refused as not known yet.
+    # Every event delivered (half of them twice), in a shuffled order, redelivered while refused as not known yet.
     _deliver_all(stripe_client, fake, shuffled + shuffled[: len(shuffled) // 2])
     assert _digest(engine, billing) == {
-        "subscription": "active",
+        "subscription": "past_due",
         "payments": [(100000, 2930, "stripe"), (100000, 2930, "stripe")],
         "invoices": [("renewal", "paid", 100000), ("subscription", "paid", 100000)],
         "ledger": {
@@ -266,9 +287,12 @@ def test_any_delivery_order_gives_the_same_result(
             "payment.received": 2,
             "subscription.activated": 1,
             "subscription.renewed": 1,
+            "subscription.past_due": 1,
             "entitlement.granted": 1,
         },
     }
+    # Gross 2,000.00, card fees 2 x 29.30, franchise fee 12% of 2,000.00.
+    assert _statement(engine, billing) == ("2000.00", "58.60", "240.00", "1701.40")
 
 
 def test_a_stripe_payment_is_refunded_through_stripe(stripe_client: TestClient[Any], fake: StripeFake, engine: Engine) -> None:

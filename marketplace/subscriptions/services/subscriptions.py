@@ -606,10 +606,12 @@ async def activate_subscription(
     *,
     paid_until: datetime | None = None,
     commit: bool = True,
+    keep_past_due: bool = False,
 ) -> SubscriptionRecord:
     """Billing confirms payment: a ``pending_payment`` (or ``past_due``) subscription becomes ``active`` with its
     entitlement, valid until ``paid_until`` or the plan's period; an active one given ``paid_until`` is renewed
-    (``subscription.renewed``, entitlement extended).
+    (``subscription.renewed``, entitlement extended, never shortened). ``keep_past_due``: the payment is for an
+    earlier period while a later one is still unpaid, so a past-due subscription is renewed but stays past due.
 
     No caller scoping (billing has already checked the payment). Refused (409) when the subscription is in another
     status (``subscription_not_activatable``), its product is no longer listed or its licence not in force.
@@ -625,11 +627,14 @@ async def activate_subscription(
     product, plan, licence = await subscription_context(session, subscription)
     _require_deliverable(product, licence)
     event_actor = _actor(actor)
-    if subscription.status is SubscriptionStatus.active and paid_until is not None:
+    renewing = subscription.status is SubscriptionStatus.active or (
+        keep_past_due and subscription.status is SubscriptionStatus.past_due
+    )
+    if renewing and paid_until is not None:
         entitlement = await entitlement_of(session, subscription.id)
         assert entitlement is not None
-        entitlement.valid_until = paid_until
-        subscription.valid_until = paid_until
+        entitlement.valid_until = max(entitlement.valid_until, paid_until)
+        subscription.valid_until = entitlement.valid_until
         subscription.updated_at = utcnow()
         session.add_all([entitlement, subscription])
         await publish_subscription_event(
@@ -639,7 +644,7 @@ async def activate_subscription(
             subscription,
             licence.owner_org_id,
             plan.type,
-            valid_until=paid_until.isoformat(),
+            valid_until=entitlement.valid_until.isoformat(),
         )
     else:
         entitlement = await _grant(session, subscription, product, plan, licence, event_actor, paid_until)
