@@ -179,6 +179,19 @@ class BillingController(Controller):
         )
         return CheckoutView(invoice=invoice_view(invoice), checkout_url=invoice.checkout_url)
 
+    @post(
+        "/portal",
+        summary="Open Stripe's customer portal",
+        description="A link to Stripe's customer portal for the buyer's organisation (cards, Stripe invoices, "
+        "cancelling a Stripe subscription, which ends it here too). 409 `method_not_available` without Stripe.",
+        guards=[requires_all(requires_buyer, requires_person)],
+        status_code=HTTP_200_OK,
+        responses=problems(403, 409),
+    )
+    async def portal(self, request: Request[Any, Any, Any], db_session: DbSession, state: State) -> dict[str, str]:
+        url = await services.portal_link(db_session, caller(request), state.settings, state.get("stripe_gateway"))
+        return {"url": url}
+
     @get(
         "/invoices",
         summary="Invoices",

@@ -195,6 +195,22 @@ class StripeGateway:
         found = self._call("read the subscription", self.client.v1.subscriptions.retrieve, stripe_subscription_id)
         return str(found.status)
 
+    def cancel_subscription(self, stripe_subscription_id: str) -> bool:
+        """Cancel a Stripe subscription at once (no further invoices); False when Stripe no longer has it running."""
+        try:
+            self.client.v1.subscriptions.cancel(stripe_subscription_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return False
+            raise GatewayError(
+                f"Stripe refused to cancel the subscription: {exc.user_message or exc}", code="gateway_error"
+            ) from exc
+        except stripe.StripeError as exc:
+            raise GatewayError(
+                f"Stripe could not cancel the subscription: {exc.user_message or exc}", code="gateway_error"
+            ) from exc
+        return True
+
     def refund(self, payment_reference: str, amount_minor: int, idempotency_key: str, reason: str) -> str:
         """Refund ``amount_minor`` of the payment intent ``payment_reference``; returns the refund's id."""
         refund = self._call(

@@ -57,3 +57,16 @@ def usage_billing_task() -> dict[str, Any]:
     now = utcnow()
     run = run_in_session(lambda session: usage.bill_usage(session, now, settings, gateway))
     return {"at": now.isoformat(), "charges": run.charges, "calls": run.calls, "reported": run.reported, "invoices": run.invoices}
+
+
+@periodic(seconds=600)
+@celery_app.task(name="billing.cancel_ended_stripe_subscriptions_task")
+def cancel_ended_stripe_subscriptions_task() -> dict[str, Any]:
+    """Cancel at Stripe the subscriptions that ended here (cancelled, revoked, expired), so that Stripe stops
+    charging for them. Idempotent (each is cancelled once)."""
+    settings = task_settings()
+    if not settings.stripe_enabled:
+        return {"stripe": False}
+    gateway = StripeGateway(settings)
+    cancelled = run_in_session(lambda session: stripe_events.cancel_ended_at_stripe(session, gateway))
+    return {"at": utcnow().isoformat(), "cancelled": cancelled}

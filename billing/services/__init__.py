@@ -32,6 +32,7 @@ from billing.services.settlement import (
     settle_operator_month,
     statement_csv,
 )
+from billing.services.stripe_checkout import portal_link
 
 __all__ = [
     "InvoiceLine",
@@ -53,6 +54,7 @@ __all__ = [
     "mark_overdue",
     "month_bounds",
     "payment_of",
+    "portal_link",
     "receipt",
     "record_transfer",
     "refund_payment",

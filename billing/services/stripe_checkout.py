@@ -169,3 +169,14 @@ async def checkout_by_stripe(
         raise Conflict("The subscription was checked out at the same time; reload it.", code="checkout_in_progress") from None
     await session.refresh(invoice)
     return invoice
+
+
+async def portal_link(session: AsyncSession, principal: Principal, settings: Settings, gateway: StripeGateway | None) -> str:
+    """A Stripe customer portal page for the buyer's organisation (cards, Stripe invoices, cancellation); 409
+    ``method_not_available`` without Stripe."""
+    _require_buyer_person(principal)
+    if gateway is None:
+        raise Conflict("Payment through Stripe is not available here.", code="method_not_available")
+    customer = await customer_of(session, gateway, principal.org_id)
+    await session.commit()
+    return await asyncio.to_thread(gateway.portal_url, customer, f"{settings.issuer}/buyer")

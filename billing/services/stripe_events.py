@@ -22,7 +22,8 @@ from marketplace.core.errors import Conflict, DomainError, InvalidInput
 from marketplace.core.events import Actor
 from marketplace.core.settings import Settings
 from marketplace.core.types import utcnow
-from marketplace.subscriptions.models import Subscription, SubscriptionStatus
+from marketplace.subscriptions import services as subscriptions
+from marketplace.subscriptions.models import OPEN_STATUSES, Subscription, SubscriptionStatus
 
 log = logging.getLogger(__name__)
 
@@ -219,11 +220,25 @@ async def _on_payment_failed(session: AsyncSession, gateway: StripeGateway, obj:
     return "past_due"
 
 
+async def _on_subscription_deleted(session: AsyncSession, _gateway: StripeGateway, obj: dict[str, Any], created: int) -> str:
+    """The Stripe subscription ended (cancelled in the customer portal, or after failed payments): ours ends too."""
+    subscription_id = _uuid((obj.get("metadata") or {}).get("subscription_id"))
+    if subscription_id is None:
+        return "not_ours"
+    if await session.get(Subscription, subscription_id) is None:
+        raise UnknownObject("The subscription is not known here.", code="unknown_object")
+    ended = await subscriptions.end_for_billing(
+        session, subscription_id, STRIPE, SubscriptionStatus.cancelled, "Cancelled at Stripe (customer portal or unpaid)."
+    )
+    return "cancelled" if ended else "already_ended"
+
+
 Handler = Callable[[AsyncSession, StripeGateway, dict[str, Any], int], Awaitable[str]]
 HANDLERS: dict[str, Handler] = {
     "checkout.session.completed": _on_checkout_completed,
     "invoice.paid": _on_invoice_paid,
     "invoice.payment_failed": _on_payment_failed,
+    "customer.subscription.deleted": _on_subscription_deleted,
 }
 
 
@@ -287,3 +302,41 @@ async def reconcile_events(session: AsyncSession, gateway: StripeGateway, now: d
             outcome = exc.code or "conflict"
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return outcomes
+
+
+async def cancel_ended_at_stripe(session: AsyncSession, gateway: StripeGateway) -> int:
+    """Cancel at Stripe every Stripe subscription whose subscription here has ended (cancelled, revoked, expired), so
+    that Stripe never charges for access that is over; each is cancelled once (a ``subscription_cancelled`` marker).
+    Returns how many were cancelled."""
+    links = (
+        await session.exec(
+            select(GatewayObject).where(GatewayObject.gateway == Gateway.stripe, GatewayObject.kind == "subscription")
+        )
+    ).all()
+    ids = [i for i in (_uuid(link.local_key) for link in links) if i is not None]
+    found = (
+        {s.id: s for s in (await session.exec(select(Subscription).where(col(Subscription.id).in_(ids)))).all()} if ids else {}
+    )
+    linked = [(link, found[key]) for link in links if (key := _uuid(link.local_key)) is not None and key in found]
+    done = set(
+        (
+            await session.exec(
+                select(GatewayObject.local_key).where(
+                    GatewayObject.gateway == Gateway.stripe, GatewayObject.kind == "subscription_cancelled"
+                )
+            )
+        ).all()
+    )
+    cancelled = 0
+    for link, subscription in linked:
+        if subscription.status in OPEN_STATUSES or link.local_key in done:
+            continue
+        await asyncio.to_thread(gateway.cancel_subscription, link.external_id)
+        session.add(
+            GatewayObject(
+                gateway=Gateway.stripe, kind="subscription_cancelled", local_key=link.local_key, external_id=link.external_id
+            )
+        )
+        await session.commit()
+        cancelled += 1
+    return cancelled

@@ -362,3 +362,62 @@ def test_stripe_is_refused_when_not_configured(client: TestClient[Any], engine: 
     client.cookies.clear()
     assert_problem(client.post(WEBHOOK, content=json.dumps({"id": "evt_1"}).encode()), 400, "webhook_not_configured")
     assert row_counts(engine, *TABLES) == before
+
+
+def test_ending_a_subscription_here_cancels_it_at_stripe_and_the_reverse(
+    stripe_settings: Settings, stripe_client: TestClient[Any], fake: StripeFake, engine: Engine
+) -> None:
+    billing = make_billing_shop(engine)
+    invoice = _checkout(stripe_client, billing)["invoice"]
+    session_id = stored(engine, Invoice, invoice["id"]).external_id
+    _deliver_all(stripe_client, fake, fake.complete_checkout(session_id))
+    stripe_subscription = fake.get(session_id)["subscription"]
+    gateway = StripeGateway(stripe_settings)
+
+    async def cancel_ended() -> int:
+        database = Database(stripe_settings.resolved_database_url, pool_size=2)
+        try:
+            async with database.session() as session:
+                return await stripe_events.cancel_ended_at_stripe(session, gateway)
+        finally:
+            await database.dispose()
+
+    assert asyncio.run(cancel_ended()) == 0  # still running here
+    headers = act(stripe_client, billing, "buyer_b")
+    cancelled = stripe_client.post(
+        f"/api/subscriptions/{billing.pending.id}/cancel", json={"reason": "No longer needed"}, headers=headers
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    assert asyncio.run(cancel_ended()) == 1
+    assert fake.get(stripe_subscription)["status"] == "canceled"
+    assert asyncio.run(cancel_ended()) == 0  # once
+    # The other way: a second subscription cancelled at Stripe (the portal) ends here when its event arrives.
+    from tests.marketplace.factories import make_subscription
+
+    second, _ = make_subscription(
+        engine, billing.shop.buyer_b, billing.shop.product, billing.plan, status=SubscriptionStatus.pending_payment
+    )
+    headers = act(stripe_client, billing, "buyer_b")
+    answer = stripe_client.post(
+        "/api/billing/checkout", json={"subscription_id": str(second.id), "method": "stripe"}, headers=headers
+    )
+    second_session = stored(engine, Invoice, answer.json()["invoice"]["id"]).external_id
+    _deliver_all(stripe_client, fake, fake.complete_checkout(second_session))
+    assert stored_subscription(engine, second.id).status is SubscriptionStatus.active
+    gateway.cancel_subscription(fake.get(second_session)["subscription"])
+    deleted = fake.events("customer.subscription.deleted")[-1]
+    assert _deliver(stripe_client, fake, deleted).json()["outcome"] == "cancelled"
+    assert stored_subscription(engine, second.id).status is SubscriptionStatus.cancelled
+    assert stored_entitlement(engine, second.id).ended_at is not None  # type: ignore[union-attr]
+
+
+def test_the_customer_portal_link(stripe_client: TestClient[Any], fake: StripeFake, engine: Engine) -> None:
+    billing = make_billing_shop(engine)
+    headers = act(stripe_client, billing, "buyer_b")
+    answer = stripe_client.post("/api/billing/portal", headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["url"].startswith(fake.base_url + "/portal/")
+    assert stripe_client.post("/api/billing/portal", headers=headers).status_code == 200
+    assert fake.created_count("customer") == 1
+    operator = act(stripe_client, billing, "operator")
+    assert_problem(stripe_client.post("/api/billing/portal", headers=operator), 403, "party_not_allowed")

@@ -731,11 +731,21 @@ async def end_for_refund(session: AsyncSession, subscription_id: uuid.UUID, acto
     """Billing refunded a subscription in full and the operator chose to end its access: ``revoked`` with the
     refund's reason, entitlement ended at once. Leaves the transaction open (billing commits it with the refund).
     A subscription no longer open is left as it is."""
+    await end_for_billing(session, subscription_id, actor, SubscriptionStatus.revoked, reason)
+
+
+async def end_for_billing(
+    session: AsyncSession, subscription_id: uuid.UUID, actor: Principal | Actor, status: SubscriptionStatus, reason: str
+) -> bool:
+    """Billing ends an open subscription (``revoked`` after a full refund, ``cancelled`` when the buyer cancelled
+    at the payment provider), entitlement ended at once; returns whether it was open. Leaves the transaction open."""
     subscription = (await session.exec(select(Subscription).where(Subscription.id == subscription_id).with_for_update())).first()
     if subscription is None:
         raise NotFound("No such subscription.", code="subscription_not_found")
-    if subscription.status in OPEN_STATUSES:
-        await _end(session, subscription, SubscriptionStatus.revoked, _reason(reason, required=True), _actor(actor))
+    if subscription.status not in OPEN_STATUSES:
+        return False
+    await _end(session, subscription, status, _reason(reason, required=True), _actor(actor))
+    return True
 
 
 def _require_open(subscription: Subscription) -> None:
