@@ -137,6 +137,15 @@ def statement_view(statement: SettlementStatement, operator_name: str) -> Statem
     )
 
 
+async def _statements_answer(db_session: DbSession, rows: list[SettlementStatement]) -> StatementList:
+    names = await operator_names(db_session, rows)
+    return StatementList(items=[statement_view(s, names.get(s.operator_id, "")) for s in rows], total=len(rows))
+
+
+async def _statement_answer(db_session: DbSession, statement: SettlementStatement) -> StatementView:
+    return (await _statements_answer(db_session, [statement])).items[0]
+
+
 def _request_key(request: Request[Any, Any, Any]) -> str:
     key = request.headers.get("idempotency-key", "").strip()
     if len(key) > 200:
@@ -361,8 +370,7 @@ class SettlementController(Controller):
         status: FromQuery[StatementStatus | None] = None,
     ) -> StatementList:
         rows = await services.list_statements(db_session, caller(request), period=period, status=status)
-        names = await operator_names(db_session, rows)
-        return StatementList(items=[statement_view(s, names.get(s.operator_id, "")) for s in rows], total=len(rows))
+        return await _statements_answer(db_session, rows)
 
     @post(
         "/run",
@@ -376,16 +384,14 @@ class SettlementController(Controller):
     )
     async def run(self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[SettlementRun]) -> StatementList:
         rows = await services.settle_operator_month(db_session, caller(request), data.period, data.operator_id)
-        names = await operator_names(db_session, rows)
-        return StatementList(items=[statement_view(s, names.get(s.operator_id, "")) for s in rows], total=len(rows))
+        return await _statements_answer(db_session, rows)
 
     @get("/{statement_id:uuid}", summary="One statement", guards=[requires_statement_reader], responses=problems(401, 403, 404))
     async def statement(
         self, request: Request[Any, Any, Any], db_session: DbSession, statement_id: FromPath[uuid.UUID]
     ) -> StatementView:
         statement = await services.get_statement(db_session, caller(request), statement_id)
-        names = await operator_names(db_session, [statement])
-        return statement_view(statement, names.get(statement.operator_id, ""))
+        return await _statement_answer(db_session, statement)
 
     @get(
         "/{statement_id:uuid}/csv",
@@ -432,8 +438,7 @@ class SettlementController(Controller):
         self, request: Request[Any, Any, Any], db_session: DbSession, statement_id: FromPath[uuid.UUID]
     ) -> StatementView:
         statement = await services.issue_statement(db_session, caller(request), statement_id)
-        names = await operator_names(db_session, [statement])
-        return statement_view(statement, names.get(statement.operator_id, ""))
+        return await _statement_answer(db_session, statement)
 
     @post(
         "/{statement_id:uuid}/acknowledge",
@@ -446,8 +451,7 @@ class SettlementController(Controller):
         self, request: Request[Any, Any, Any], db_session: DbSession, statement_id: FromPath[uuid.UUID]
     ) -> StatementView:
         statement = await services.acknowledge_statement(db_session, caller(request), statement_id)
-        names = await operator_names(db_session, [statement])
-        return statement_view(statement, names.get(statement.operator_id, ""))
+        return await _statement_answer(db_session, statement)
 
 
 class StripeWebhookController(Controller):

@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import services as billing
 from billing.models import Gateway, Invoice, InvoiceKind, InvoiceStatus, Payment
-from billing.services.invoices import issue_invoice, period_lines, settle_invoice
+from billing.services.invoices import issue_first_invoice, issue_invoice, period_lines, settle_invoice
 from billing.services.usage import bill_usage
 from licensing.models import PlanType
 from marketplace.catalog.models import Plan
@@ -60,19 +60,9 @@ async def pay_first_invoice(
         return
     sub = await session.get(Subscription, subscription_id)
     assert sub is not None
-    plan = await session.get(Plan, sub.plan_id)
-    assert plan is not None
     now = datetime.now(UTC)
-    invoice = await issue_invoice(
-        session,
-        sub,
-        kind=InvoiceKind.subscription,
-        gateway=Gateway.stripe,
-        lines=period_lines(plan, sub, InvoiceKind.subscription),
-        period_start=now,
-        period_end=subscriptions.entitlement_until(plan, now),
-        due_at=now + timedelta(days=1),
-        actor=Actor.of(people[buyer]),
+    invoice = await issue_first_invoice(
+        session, sub, Gateway.stripe, due_in=timedelta(days=1), actor=Actor.of(people[buyer]), created_by=None
     )
     await settle_invoice(
         session,

@@ -224,6 +224,33 @@ async def issue_invoice(
     return invoice
 
 
+async def issue_first_invoice(
+    session: AsyncSession,
+    subscription: Subscription,
+    gateway: Gateway,
+    *,
+    due_in: timedelta,
+    actor: Actor,
+    created_by: uuid.UUID | None,
+) -> Invoice:
+    """The first invoice of a subscription: its (reduced) price for the plan's first period from now (the caller
+    commits)."""
+    _product, plan, _licence = await subscriptions.subscription_context(session, subscription)
+    now = utcnow()
+    return await issue_invoice(
+        session,
+        subscription,
+        kind=InvoiceKind.subscription,
+        gateway=gateway,
+        lines=period_lines(plan, subscription, InvoiceKind.subscription),
+        period_start=now,
+        period_end=subscriptions.entitlement_until(plan, now),
+        due_at=now + due_in,
+        actor=actor,
+        created_by=created_by,
+    )
+
+
 def _require_buyer_person(principal: Principal) -> None:
     if principal.org_kind is not OrgKind.buyer or principal.is_program:
         raise Forbidden("A person of the buyer organisation checks out.", code="party_not_allowed")
@@ -255,19 +282,13 @@ async def checkout_by_invoice(
         return existing
     if existing is not None:
         await void_invoice(session, existing, Actor.of(principal), "The buyer chose to pay by bank transfer instead.")
-    _product, plan, _licence = await subscriptions.subscription_context(session, subscription)
-    now = utcnow()
     for attempt in range(5):
         try:
-            invoice = await issue_invoice(
+            invoice = await issue_first_invoice(
                 session,
                 subscription,
-                kind=InvoiceKind.subscription,
-                gateway=Gateway.invoice,
-                lines=period_lines(plan, subscription, InvoiceKind.subscription),
-                period_start=now,
-                period_end=subscriptions.entitlement_until(plan, now),
-                due_at=now + timedelta(days=settings.invoice_due_days),
+                Gateway.invoice,
+                due_in=timedelta(days=settings.invoice_due_days),
                 actor=Actor.of(principal),
                 created_by=principal.user_id,
             )

@@ -12,13 +12,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.models import Gateway, GatewayObject, Invoice, InvoiceKind
+from billing.models import Gateway, GatewayObject, Invoice
 from billing.services.invoices import (
     _payable_subscription,
     _require_buyer_person,
-    issue_invoice,
+    issue_first_invoice,
     open_first_invoice,
-    period_lines,
     void_invoice,
 )
 from billing.services.money import minor_fraction, to_minor
@@ -30,8 +29,6 @@ from marketplace.core.events import Actor
 from marketplace.core.identity.models import Organisation
 from marketplace.core.principal import Principal
 from marketplace.core.settings import Settings
-from marketplace.core.types import utcnow
-from marketplace.subscriptions import services as subscriptions
 from marketplace.subscriptions.models import Subscription
 
 #: The meter event name of metered deliveries.
@@ -131,20 +128,11 @@ async def checkout_by_stripe(
         return existing
     if existing is not None:
         await void_invoice(session, existing, Actor.of(principal), "The buyer chose to pay through Stripe instead.")
-    _product, plan, _licence = await subscriptions.subscription_context(session, subscription)
-    now = utcnow()
-    invoice = await issue_invoice(
-        session,
-        subscription,
-        kind=InvoiceKind.subscription,
-        gateway=Gateway.stripe,
-        lines=period_lines(plan, subscription, InvoiceKind.subscription),
-        period_start=now,
-        period_end=subscriptions.entitlement_until(plan, now),
-        due_at=now + timedelta(days=1),
-        actor=Actor.of(principal),
-        created_by=principal.user_id,
+    invoice = await issue_first_invoice(
+        session, subscription, Gateway.stripe, due_in=timedelta(days=1), actor=Actor.of(principal), created_by=principal.user_id
     )
+    plan = await session.get(Plan, subscription.plan_id)
+    assert plan is not None
     customer = await customer_of(session, gateway, subscription.buyer_org_id)
     items = await _line_items(session, gateway, plan, subscription)
     base = settings.issuer
