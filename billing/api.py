@@ -382,8 +382,12 @@ class SettlementController(Controller):
         status_code=HTTP_200_OK,
         responses=problems(403, 404, 409),
     )
-    async def run(self, request: Request[Any, Any, Any], db_session: DbSession, data: JSONBody[SettlementRun]) -> StatementList:
-        rows = await services.settle_operator_month(db_session, caller(request), data.period, data.operator_id)
+    async def run(
+        self, request: Request[Any, Any, Any], db_session: DbSession, state: State, data: JSONBody[SettlementRun]
+    ) -> StatementList:
+        gateway = state.get("stripe_gateway")
+        reconcile = stripe_events.stripe_reconciler(gateway) if gateway is not None else None
+        rows = await services.settle_operator_month(db_session, caller(request), data.period, data.operator_id, reconcile)
         return await _statements_answer(db_session, rows)
 
     @get("/{statement_id:uuid}", summary="One statement", guards=[requires_statement_reader], responses=problems(401, 403, 404))

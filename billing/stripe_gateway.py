@@ -164,6 +164,18 @@ class StripeGateway:
 
     # --- payments -------------------------------------------------------------------------------------------------
 
+    def payment_received(self, payment_intent_id: str) -> tuple[int, str, str] | None:
+        """What Stripe says a payment intent received: (amount in minor units, currency, status); None if unknown."""
+        try:
+            intent = self.client.v1.payment_intents.retrieve(payment_intent_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return None
+            raise GatewayError(f"Stripe refused to read the payment: {exc.user_message or exc}", code="gateway_error") from exc
+        except stripe.StripeError as exc:
+            raise GatewayError(f"Stripe could not be read: {exc.user_message or exc}", code="gateway_error") from exc
+        return int(intent.amount_received or 0), str(intent.currency).upper(), str(intent.status)
+
     def payment_fee(self, payment_intent_id: str) -> int | None:
         """Stripe's fee on a payment intent's charge (minor units), when its balance transaction is known."""
         intent = self._call(

@@ -29,7 +29,9 @@ def invoice_renewals_task() -> dict[str, Any]:
 def settle_last_month_task() -> dict[str, Any]:
     """Compute the draft settlement statements of last month for every operator (closed months are left). Idempotent."""
     now = utcnow()
-    count = run_in_session(lambda session: services.settle_last_month(session, now))
+    settings = task_settings()
+    reconcile = stripe_events.stripe_reconciler(StripeGateway(settings)) if settings.stripe_enabled else None
+    count = run_in_session(lambda session: services.settle_last_month(session, now, reconcile))
     return {"at": now.isoformat(), "statements": count}
 
 

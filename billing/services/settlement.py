@@ -14,7 +14,7 @@ import io
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -100,7 +100,7 @@ def month_bounds(period: str) -> tuple[datetime, datetime]:
 
 
 #: Reconciliation against the gateway's own records: given the payments of a statement, the differences found.
-Reconciler = Callable[[Sequence[Payment]], list[dict[str, Any]]]
+Reconciler = Callable[[Sequence[Payment]], Awaitable[list[dict[str, Any]]]]
 
 
 async def compute(
@@ -158,7 +158,7 @@ async def compute(
         currency_payments = [p for p in payments if p.currency == currency]
         statement.mismatches = await _reconcile_invoices(session, currency_payments, start, end, operator_id, currency)
         if reconcile is not None:
-            statement.mismatches += reconcile(currency_payments)
+            statement.mismatches += await reconcile(currency_payments)
         result.append(statement)
     return result
 
@@ -348,7 +348,11 @@ async def run_settlement(
 
 
 async def settle_operator_month(
-    session: AsyncSession, principal: Principal, period: str, operator_id: uuid.UUID | None = None
+    session: AsyncSession,
+    principal: Principal,
+    period: str,
+    operator_id: uuid.UUID | None = None,
+    reconcile: Reconciler | None = None,
 ) -> list[SettlementStatement]:
     """An operator (its own) or the owner (any operator under its licences) computes a month's drafts."""
     if principal.is_program or principal.role is not Role.admin:
@@ -368,7 +372,7 @@ async def settle_operator_month(
         target = operator_id
     else:
         raise Forbidden("Only the operator or the owner settles.", code="party_not_allowed")
-    return await run_settlement(session, target, period, Actor.of(principal))
+    return await run_settlement(session, target, period, Actor.of(principal), reconcile)
 
 
 async def issue_statement(session: AsyncSession, principal: Principal, statement_id: uuid.UUID) -> SettlementStatement:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,8 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.models import Gateway, GatewayObject, Invoice, InvoiceKind, InvoiceStatus, WebhookEvent
+from billing.models import Gateway, GatewayObject, Invoice, InvoiceKind, InvoiceStatus, Payment, WebhookEvent
 from billing.services.invoices import InvoiceLine, issue_invoice, past_due_for, settle_invoice
+from billing.services.money import to_decimal
 from billing.stripe_gateway import HANDLED_EVENTS, StripeGateway
 from marketplace.core.errors import Conflict, DomainError, InvalidInput
 from marketplace.core.events import Actor
@@ -340,3 +341,35 @@ async def cancel_ended_at_stripe(session: AsyncSession, gateway: StripeGateway) 
         await session.commit()
         cancelled += 1
     return cancelled
+
+
+def stripe_reconciler(gateway: StripeGateway) -> Callable[[Sequence[Payment]], Awaitable[list[dict[str, Any]]]]:
+    """Settlement's check of Stripe payments against Stripe's own records: each payment intent exists, succeeded and
+    received the amount and currency we recorded."""
+
+    async def reconcile(payments: Sequence[Payment]) -> list[dict[str, Any]]:
+        mismatches: list[dict[str, Any]] = []
+        for payment in payments:
+            if payment.gateway is not Gateway.stripe or not payment.reference.startswith("pi_"):
+                continue
+            found = await asyncio.to_thread(gateway.payment_received, payment.reference)
+            if found is None:
+                mismatches.append(
+                    {"kind": "payment_unknown_at_stripe", "payment": str(payment.id), "reference": payment.reference}
+                )
+                continue
+            amount, currency, status = found
+            if (amount, currency) != (payment.amount_minor, payment.currency) or status != "succeeded":
+                mismatches.append(
+                    {
+                        "kind": "differs_at_stripe",
+                        "payment": str(payment.id),
+                        "reference": payment.reference,
+                        "recorded": to_decimal(payment.amount_minor, payment.currency),
+                        "at_stripe": to_decimal(amount, currency) if currency == payment.currency else f"{amount} {currency}",
+                        "stripe_status": status,
+                    }
+                )
+        return mismatches
+
+    return reconcile

@@ -421,3 +421,33 @@ def test_the_customer_portal_link(stripe_client: TestClient[Any], fake: StripeFa
     assert fake.created_count("customer") == 1
     operator = act(stripe_client, billing, "operator")
     assert_problem(stripe_client.post("/api/billing/portal", headers=operator), 403, "party_not_allowed")
+
+
+def test_settlement_reconciles_stripe_payments_with_stripe(
+    stripe_client: TestClient[Any], fake: StripeFake, engine: Engine
+) -> None:
+    billing = make_billing_shop(engine, plan_type=PlanType.one_off, price="250.00")
+    invoice = _checkout(stripe_client, billing)["invoice"]
+    _deliver_all(stripe_client, fake, fake.complete_checkout(stored(engine, Invoice, invoice["id"]).external_id))
+    period = f"{utcnow().year:04d}-{utcnow().month:02d}"
+    headers = act(stripe_client, billing, "operator")
+    [clean] = stripe_client.post("/api/billing/settlements/run", json={"period": period}, headers=headers).json()["items"]
+    assert clean["mismatches"] == []
+    assert (clean["gross"], clean["payment_fees"]) == ("250.00", "7.55")
+    # Our record says 240.00 where Stripe received 250.00: the draft lists it.
+    [payment] = all_of(engine, Payment)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE payment SET amount_minor = 24000"))
+        conn.execute(text("UPDATE invoice SET amount_minor = 24000"))
+    [statement] = stripe_client.post("/api/billing/settlements/run", json={"period": period}, headers=headers).json()["items"]
+    assert statement["gross"] == "240.00"
+    assert statement["mismatches"] == [
+        {
+            "kind": "differs_at_stripe",
+            "payment": str(payment.id),
+            "reference": payment.reference,
+            "recorded": "240.00",
+            "at_stripe": "250.00",
+            "stripe_status": "succeeded",
+        }
+    ]
