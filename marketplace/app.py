@@ -50,6 +50,7 @@ from marketplace.delivery.api import delivery_lifespan
 from marketplace.delivery.services.billing_feed import DeliveryUsage
 from marketplace.subscriptions.api import CONTROLLERS as SUBSCRIPTION_CONTROLLERS
 from marketplace.web import i18n
+from marketplace.web.billing_pages import BillingPageController
 from marketplace.web.buyer_pages import BuyerPageController
 from marketplace.web.catalog_pages import CatalogPageController
 from marketplace.web.ledger_pages import LedgerPageController
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             CatalogPageController,
             BuyerPageController,
             OperatorPageController,
+            BillingPageController,
             create_static_files_router(path="/static", directories=[WEB_DIR / "static"], include_in_schema=False),
         ],
         dependencies={"db_session": Provide(provide_db_session)},

@@ -369,7 +369,7 @@ async def requires_org_admin(connection: ASGIConnection[Any, Any, Any, Any], _: 
 #: Reads that record themselves (with what was read) or that reveal nothing of anyone's business.
 SELF_RECORDING_READS = ("/api/supervision/ledger/", "/api/me", "/api/auth/")
 #: Where supervisors read business records: the API and the record pages.
-SUPERVISED_PREFIXES = ("/api/", "/licensing/", "/supervision/")
+SUPERVISED_PREFIXES = ("/api/", "/licensing/", "/supervision/", "/billing/")
 
 
 async def record_supervisory_reads(message: Any, scope: Scope) -> None:

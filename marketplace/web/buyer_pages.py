@@ -1,5 +1,5 @@
 """The buyer console: subscriptions and their entitlements, usage charts per product and day, exports, the
-organisation's qualifications with each operator, and a subscription's page (proof upload, cancel).
+organisation's qualifications with each operator, and a subscription's page (payment, proof upload, cancel).
 
 Every read and write goes through the subscriptions and delivery services, which scope it to the buyer.
 """
@@ -19,6 +19,8 @@ from litestar.status_codes import HTTP_303_SEE_OTHER
 from pydantic import ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing import services as billing
+from billing.models import Gateway
 from marketplace.core.errors import DomainError
 from marketplace.core.http import DbSession
 from marketplace.core.identity import services as identity
@@ -29,6 +31,7 @@ from marketplace.subscriptions import services as subscriptions
 from marketplace.subscriptions.models import SubscriptionStatus
 from marketplace.subscriptions.schemas import QualificationSubmit
 from marketplace.web import i18n
+from marketplace.web.billing_forms import refusal_message, subscription_billing
 from marketplace.web.charts import Chart, stacked_bars
 from marketplace.web.i18n import gettext_ as _
 from marketplace.web.pages import error_page, forbidden_page, login_redirect, page
@@ -178,9 +181,34 @@ class BuyerPageController(Controller):
             proof_required=subscriptions.proof_required(sub),
             chart=usage_chart(usage, names, 30, "calls"),
             can_cancel=sub.status in (*OPEN, *WAITING),
+            stripe_enabled=request.app.state.settings.stripe_enabled,
             errors=extra.pop("errors", []),
+            **await subscription_billing(session, who, sub.id),
             **extra,
         )
+
+    @post("/buyer/subscriptions/{subscription_id:uuid}/checkout")
+    async def checkout(
+        self, request: Request[Any, Any, Any], db_session: DbSession, state: State, subscription_id: FromPath[uuid.UUID]
+    ) -> Template | Redirect:
+        """Pay a subscription waiting for payment: by bank transfer (on to its invoice) or by card (on to Stripe)."""
+        who = _who(request)
+        if not isinstance(who, Principal):
+            return who
+        form = await request.form()
+        method = Gateway.stripe if form.get("method") == Gateway.stripe.value else Gateway.invoice
+        try:
+            invoice = await billing.checkout(
+                db_session, who, state.settings, state.get("stripe_gateway"), subscription_id, method
+            )
+        except DomainError as exc:
+            await db_session.rollback()
+            return await self._subscription_page(
+                request, db_session, who, subscription_id, exc.status, errors=[refusal_message(exc)]
+            )
+        if method is Gateway.stripe and invoice.checkout_url:
+            return Redirect(invoice.checkout_url, status_code=HTTP_303_SEE_OTHER)
+        return Redirect(f"/billing/invoices/{invoice.id}", status_code=HTTP_303_SEE_OTHER)
 
     @post("/buyer/subscriptions/{subscription_id:uuid}/cancel")
     async def cancel(

@@ -73,8 +73,10 @@ def navigation(principal: Principal) -> list[NavItem]:
     items = [NavItem(_n("Home"), "/", "home"), NavItem(_n("Data product catalog"), "/catalog", "catalog")]
     if principal.org_kind is OrgKind.buyer:
         items.append(NavItem(_n("Buyer console"), "/buyer", "buyer"))
+        items.append(NavItem(_n("Invoices"), "/buyer/invoices", "invoices"))
     if principal.org_kind is OrgKind.operator:
         items.append(NavItem(_n("Operator console"), "/operator", "operator"))
+        items.append(NavItem(_n("Billing"), "/operator/billing", "billing"))
     items.append(NavItem(_n("Organisation"), "/account/members", "members"))
     if principal.org_kind is OrgKind.buyer:
         items.append(NavItem(_n("API clients"), "/account/clients", "clients"))
@@ -83,6 +85,8 @@ def navigation(principal: Principal) -> list[NavItem]:
     if principal.org_kind is not OrgKind.buyer:
         items.append(NavItem(_n("Licences"), "/licensing/licences", "licences"))
         items.append(NavItem(_n("Listing reviews"), "/licensing/reviews", "reviews"))
+    if principal.org_kind is OrgKind.owner:
+        items.append(NavItem(_n("Settlements"), "/owner/settlements", "settlements"))
     if principal.org_kind in (OrgKind.owner, OrgKind.regulator, OrgKind.auditor):
         items.append(NavItem(_n("Ledger"), "/supervision/ledger", "ledger"))
     items.append(NavItem(_n("API reference"), "/schema", "api"))

@@ -38,12 +38,15 @@ NAV_LABELS = {
         "home": "Home",
         "catalog": "Data product catalog",
         "buyer": "Buyer console",
+        "invoices": "Invoices",
         "operator": "Operator console",
+        "billing": "Billing",
         "members": "Organisation",
         "clients": "API clients",
         "resources": "Data resources",
         "licences": "Licences",
         "reviews": "Listing reviews",
+        "settlements": "Settlements",
         "ledger": "Ledger",
         "api": "API reference",
     },
@@ -51,12 +54,15 @@ NAV_LABELS = {
         "home": "首页",
         "catalog": "数据产品目录",
         "buyer": "需求方工作台",
+        "invoices": "发票",
         "operator": "运营工作台",
+        "billing": "收费结算",
         "members": "本单位",
         "clients": "API 客户端",
         "resources": "数据资源",
         "licences": "授权运营协议",
         "reviews": "上架审核",
+        "settlements": "结算管理",
         "ledger": "存证账本",
         "api": "API 参考文档",
     },
@@ -107,8 +113,9 @@ def expect_home_of(page: Page, live_server: LiveServer, kind: OrgKind, org_name:
     expect(page.locator(f'header [data-party="{kind.value}"]')).to_contain_text(org_name)
     expect(page.locator(f'header [data-party="{kind.value}"]')).to_contain_text(title)
     keys = {
-        OrgKind.buyer: ["home", "catalog", "buyer", "members", "clients", "api"],
-        OrgKind.operator: ["home", "catalog", "operator", "members", "licences", "reviews", "api"],
+        OrgKind.buyer: ["home", "catalog", "buyer", "invoices", "members", "clients", "api"],
+        OrgKind.operator: ["home", "catalog", "operator", "billing", "members", "licences", "reviews", "api"],
+        OrgKind.owner: ["home", "catalog", "members", "resources", "licences", "reviews", "settlements", "ledger", "api"],
     }.get(kind, ["home", "catalog", "members", "resources", "licences", "reviews", "ledger", "api"])
     nav = page.get_by_role("navigation", name="主导航" if lang == "zh-CN" else "Main navigation").locator("[data-nav]")
     expect(nav).to_have_text([NAV_LABELS[lang][k] for k in keys])
@@ -246,7 +253,7 @@ def test_a_buyer_creates_an_api_client_sees_its_secret_once_and_revokes_it(
     # The secret shown is the real one, with the chosen scopes.
     granted = _token(live_server, client_id, secret)
     assert granted.status_code == 200, granted.text
-    assert set(granted.json()["scope"].split()) == {"profile", "data:read", "data:query"}
+    assert set(granted.json()["scope"].split()) == {"profile", "data:read", "data:query", "billing:read"}
 
     # Loading the page again never shows the secret again.
     page.goto("/account/clients")
