@@ -9,8 +9,6 @@ import asyncio
 import functools
 import hashlib
 import hmac
-import mmap
-import os
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -62,16 +60,12 @@ class StateReader:
     CONNECTIONS = 4
     #: Answers kept between two changes of the database at most.
     MAX_ANSWERS = 10_000
-    #: The two copies of the WAL index header at the start of ``<file>-shm``.
-    WAL_INDEX_HEADER_BYTES = 96
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.dialect_name = "sqlite" if is_sqlite(url) else "postgresql"
         self._sqlite: sqlite3.Connection | None = None
         self._data_version: int | None = None
-        self._wal_index: mmap.mmap | None = None
-        self._wal_header: bytes | None = None
         self._answers: dict[tuple[str, tuple[Any, ...]], Any] = {}
         self._pool: asyncio.Queue[Any] | None = None
         self._lock = asyncio.Lock()
@@ -104,46 +98,15 @@ class StateReader:
             for _ in range(self.CONNECTIONS):
                 self._pool.put_nowait(None)
 
-    def _map_wal_index(self, connection: sqlite3.Connection) -> None:
-        """Map the first bytes of the database's WAL index (``<file>-shm``) read-only, once this connection has it
-        open (while it does, SQLite never truncates the file, so the mapping stays valid)."""
-        if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            return
-        path = f"{make_url(self.url).database}-shm"
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            if os.fstat(fd).st_size >= self.WAL_INDEX_HEADER_BYTES:
-                self._wal_index = mmap.mmap(fd, self.WAL_INDEX_HEADER_BYTES, access=mmap.ACCESS_READ)
-        finally:
-            os.close(fd)
-
     def _read_on_loop(self, connection: sqlite3.Connection, sql: str, values: list[Any], shape: Shape) -> Any:
-        key = (sql, tuple(values))
-        # The WAL index header (two copies of 48 bytes, documented in SQLite's "WAL-index format") changes with every
-        # commit of any connection of any process, before that commit returns. While it reads the same as at the
-        # last check, the database has not changed and a kept answer is exact, without entering SQLite (whose
-        # reader may back off for milliseconds while another connection commits). Two differing copies mean a
-        # writer is between them: ask SQLite.
-        if self._wal_index is not None:
-            header = self._wal_index[: self.WAL_INDEX_HEADER_BYTES]
-            if header == self._wal_header and key in self._answers:
-                return self._answers[key]
-        else:
-            header = None
         version = connection.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version or len(self._answers) >= self.MAX_ANSWERS:
             self._answers.clear()
             self._data_version = version
-        # Read before the version, so a commit in between leaves the kept header older than the answers (safe).
-        self._wal_header = header if header is not None and header[:48] == header[48:] else None
+        key = (sql, tuple(values))
         if key in self._answers:
             return self._answers[key]
         found = self._answers[key] = shape(connection.execute(sql, values).fetchall())
-        if self._wal_index is None and self._wal_header is None:
-            self._map_wal_index(connection)
         return found
 
     def _read_waiting(self, sql: str, values: list[Any], shape: Shape) -> Any:
@@ -194,10 +157,6 @@ class StateReader:
 
     async def close(self) -> None:
         """Close the connection or pool."""
-        if self._wal_index is not None:
-            self._wal_index.close()
-            self._wal_index = None
-            self._wal_header = None
         if self._sqlite is not None:
             self._sqlite.close()
             self._sqlite = None
