@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from litestar.testing import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 from sqlmodel import Session, select
 
 from billing.models import Invoice, Payment, Refund, SettlementStatement
@@ -17,6 +18,7 @@ from licensing.models import Licence, PlanType
 from marketplace.catalog.models import Plan
 from marketplace.core.identity.models import Organisation
 from marketplace.core.principal import OrgKind, Role
+from marketplace.delivery.models import Delivery
 from marketplace.subscriptions.models import Subscription, SubscriptionStatus
 from tests.factories import make_login_session, make_org, make_user
 from tests.helpers import use_session
@@ -101,3 +103,58 @@ def all_of(engine: Engine, model: type[Invoice] | type[Payment] | type[Refund] |
     """Every stored record of ``model``."""
     with Session(engine) as session:
         return list(session.exec(select(model)).all())
+
+
+def metered_subscription(engine: Engine, shop: Shop, *, reduction: int = 0, buyer: Any = None) -> tuple[Subscription, Any]:
+    """An active subscription to a metered plan of ``shop``'s product: fee 100.00, 1,000 free calls, 0.05 a call,
+    at most 300.00 a month (with ``reduction`` percent off: fee 50.00 at 50)."""
+    plan = make_plan(engine, shop.product, type=PlanType.metered, price="100.00")
+    with Session(engine) as session:
+        stored = session.get(Plan, plan.id)
+        assert stored is not None
+        stored.free_calls, stored.per_call_price, stored.monthly_cap = 1000, "0.05", "300.00"
+        session.add(stored)
+        session.commit()
+        session.refresh(stored)
+        plan = stored
+    buyer = buyer or shop.buyer
+    make_qualification(engine, buyer, shop.operator.id)
+    subscription, entitlement = make_subscription(engine, buyer, shop.product, plan)
+    if reduction:
+        with Session(engine) as session:
+            stored_sub = session.get(Subscription, subscription.id)
+            assert stored_sub is not None
+            stored_sub.reduction_percent, stored_sub.price = reduction, "50.00"
+            session.add(stored_sub)
+            session.commit()
+            session.refresh(stored_sub)
+            subscription = stored_sub
+    return subscription, entitlement
+
+
+def earlier_this_month(now: datetime) -> datetime:
+    """A moment of this month at least an hour before ``now`` when the month allows (the factories add up to an
+    hour of seconds to it)."""
+    first = datetime(now.year, now.month, 1, tzinfo=UTC)
+    return max(first, now - timedelta(hours=2)) if now - first > timedelta(hours=1, minutes=1) else first
+
+
+def add_deliveries(engine: Engine, subscription: Subscription, entitlement: Any, count: int, at: datetime) -> None:
+    """``count`` metered API deliveries of the subscription from ``at`` on (one a second, within an hour)."""
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "entitlement_id": entitlement.id,
+            "subscription_id": subscription.id,
+            "buyer_org_id": subscription.buyer_org_id,
+            "operator_id": subscription.operator_id,
+            "product_id": subscription.product_id,
+            "mode": "api",
+            "rows": 10,
+            "bytes": 1000,
+            "occurred_at": at + timedelta(seconds=i % 3600),
+        }
+        for i in range(count)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(Delivery.__table__), rows)  # type: ignore[attr-defined]

@@ -7,21 +7,37 @@ from __future__ import annotations
 import csv
 import io
 import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from billing.models import Invoice, Payment, SettlementStatement, StatementStatus
+from billing.models import Invoice, InvoiceKind, Payment, SettlementStatement, StatementStatus
+from billing.services.usage import bill_usage
 from licensing.models import Licence, PlanType
+from marketplace.app import connect_domains
 from marketplace.core.types import utcnow
 from marketplace.subscriptions.models import SubscriptionStatus
-from tests.billing.support import TABLES, BillingShop, act, all_of, make_billing_shop, pay
+from tests.billing.support import (
+    TABLES,
+    BillingShop,
+    act,
+    add_deliveries,
+    all_of,
+    earlier_this_month,
+    make_billing_shop,
+    metered_subscription,
+    pay,
+)
+from tests.conftest import make_settings
 from tests.helpers import assert_problem
 from tests.licensing.factories import ledger_events, make_licence, make_resource, row_counts
 from tests.marketplace.factories import make_plan, make_product, make_qualification, make_subscription
-from tests.marketplace.subscriptions.support import FIELDS, RULES
+from tests.marketplace.subscriptions.support import FIELDS, RULES, Shop
+from tests.supervision.ledger_helpers import run
 
 PERIOD = f"{utcnow().year:04d}-{utcnow().month:02d}"
 
@@ -44,7 +60,8 @@ def _month(client: TestClient[Any], engine: Engine) -> tuple[BillingShop, dict[s
 
     licence A (fee rate 0.12): 1,000.00 by transfer and 250.00 through Stripe (fee 7.55); 50.00 refunded.
         gross 1,250.00, refunds 50.00, fee base 1,200.00 -> franchise fee 144.00
-    licence B (fee rate 0.085): 333.33 and a metered plan's month at its maximum, 200.00.
+    licence B (fee rate 0.085): 333.33, and a metered plan's usage at its monthly maximum: 6,500 calls, 1,000 free,
+        0.05 a call, at most 300.00 with the 100.00 fee -> 200.00.
         gross 533.33 -> 533.33 * 0.085 = 45.33305 -> franchise fee 45.33
     total: gross 1,783.33, refunds 50.00, payment fees 7.55, franchise fee 189.33, net 1,536.45
     """
@@ -77,10 +94,23 @@ def _month(client: TestClient[Any], engine: Engine) -> tuple[BillingShop, dict[s
         session.add(stored_licence)
         session.commit()
     product_b = make_product(engine, licence_b, resource_b, rules=RULES)
-    for price, buyer, party, reference in (("333.33", shop.buyer, "buyer", "B-1"), ("200.00", shop.buyer_b, "buyer_b", "B-2")):
-        plan = make_plan(engine, product_b, type=PlanType.monthly, price=price)
-        subscription, _ = make_subscription(engine, buyer, product_b, plan, status=SubscriptionStatus.pending_payment)
-        payments[reference] = _pay_subscription(client, billing, subscription.id, party, reference)
+    plan = make_plan(engine, product_b, type=PlanType.monthly, price="333.33")
+    subscription, _ = make_subscription(engine, shop.buyer, product_b, plan, status=SubscriptionStatus.pending_payment)
+    payments["B-1"] = _pay_subscription(client, billing, subscription.id, "buyer", "B-1")
+    # A metered subscription on licence B uses 6,500 calls this month: past the monthly maximum, so its usage
+    # invoice (issued once the month is over) is 200.00; the buyer pays it by transfer at once.
+    metered, entitlement = metered_subscription(engine, Shop(**{**shop.__dict__, "product": product_b}), buyer=shop.buyer_b)
+    now = utcnow()
+    add_deliveries(engine, metered, entitlement, 6500, earlier_this_month(now))
+    next_month = (datetime(now.year, now.month, 1, tzinfo=UTC) + timedelta(days=32)).replace(day=2)
+    settings = make_settings(engine.url.render_as_string(hide_password=False), Path("var"))
+    connect_domains()
+    run(settings.resolved_database_url, lambda session: bill_usage(session, next_month, settings))
+    [usage_invoice] = [i for i in all_of(engine, Invoice) if i.kind is InvoiceKind.usage]
+    assert usage_invoice.amount_minor == 20000
+    paid = pay(client, billing, {"id": str(usage_invoice.id), "amount": "200.00"}, reference="B-2")
+    assert paid.status_code == 201, paid.text
+    payments["B-2"] = paid.json()
     return billing, payments
 
 

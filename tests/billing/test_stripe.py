@@ -211,6 +211,7 @@ def test_each_event_three_times_at_once_is_applied_once(
     session_id = stored(engine, Invoice, invoice["id"]).external_id
     events = fake.complete_checkout(session_id)
     events += fake.renew_subscription(fake.get(session_id)["subscription"])
+    events += fake.fail_renewal(fake.get(session_id)["subscription"])
     gateway = StripeGateway(stripe_settings)
 
     async def deliver_three_times(event: dict[str, Any]) -> list[str]:
@@ -237,9 +238,10 @@ def test_each_event_three_times_at_once_is_applied_once(
             assert _deliver(stripe_client, fake, event).status_code == 200
     assert len({e.id for e in all_of(engine, WebhookEvent)}) == len(events)  # type: ignore[attr-defined]
     digest = _digest(engine, billing)
-    assert digest["subscription"] == "active"
+    assert digest["subscription"] == "past_due"
     assert digest["payments"] == [(100000, 2930, "stripe"), (100000, 2930, "stripe")]
     assert digest["ledger"]["payment.received"] == 2
+    assert digest["ledger"]["subscription.past_due"] == 1
 
 
 def _statement(engine: Engine, billing: BillingShop) -> tuple[str, str, str, str]:

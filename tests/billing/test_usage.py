@@ -4,34 +4,28 @@ every delivery billed exactly once when a run is stopped halfway and run again, 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, text
+from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from billing.models import Gateway, GatewayObject, Invoice, InvoiceKind, UsageCharge
 from billing.services import usage
 from billing.services.stripe_checkout import METER_EVENT
 from billing.stripe_gateway import StripeGateway
-from licensing.models import PlanType
 from marketplace.app import connect_domains
-from marketplace.catalog.models import Plan
 from marketplace.core.db import Database
 from marketplace.core.settings import Settings
 from marketplace.core.types import utcnow
-from marketplace.delivery.models import Delivery
-from marketplace.subscriptions.models import Subscription, SubscriptionStatus
+from marketplace.subscriptions.models import SubscriptionStatus
 from tests.billing.stripe_fake import StripeFake
-from tests.billing.support import all_of, make_billing_shop
+from tests.billing.support import add_deliveries, all_of, earlier_this_month, make_billing_shop, metered_subscription
 from tests.conftest import make_settings
 from tests.licensing.factories import ledger_events
-from tests.marketplace.factories import make_plan, make_qualification, make_subscription
-from tests.marketplace.subscriptions.support import Shop
+from tests.marketplace.factories import make_subscription
 
 
 def test_pricing_respects_free_calls_and_the_monthly_maximum() -> None:
@@ -44,61 +38,9 @@ def test_pricing_respects_free_calls_and_the_monthly_maximum() -> None:
     assert [half.amount(n) for n in (1, 2, 3, 1001)] == [1, 1, 2, 501]
 
 
-def _metered(engine: Engine, shop: Shop, *, reduction: int = 0, buyer: Any = None) -> tuple[Subscription, Any]:
-    plan = make_plan(engine, shop.product, type=PlanType.metered, price="100.00")
-    with Session(engine) as session:
-        stored = session.get(Plan, plan.id)
-        assert stored is not None
-        stored.free_calls, stored.per_call_price, stored.monthly_cap = 1000, "0.05", "300.00"
-        session.add(stored)
-        session.commit()
-        session.refresh(stored)
-        plan = stored
-    buyer = buyer or shop.buyer
-    make_qualification(engine, buyer, shop.operator.id)
-    subscription, entitlement = make_subscription(engine, buyer, shop.product, plan)
-    if reduction:
-        with Session(engine) as session:
-            stored_sub = session.get(Subscription, subscription.id)
-            assert stored_sub is not None
-            stored_sub.reduction_percent, stored_sub.price = reduction, "50.00"
-            session.add(stored_sub)
-            session.commit()
-            session.refresh(stored_sub)
-            subscription = stored_sub
-    return subscription, entitlement
-
-
-def _earlier_this_month(now: datetime) -> datetime:
-    """A moment of this month at least an hour before ``now`` when the month allows (the factories add up to an
-    hour of seconds to it)."""
-    first = datetime(now.year, now.month, 1, tzinfo=UTC)
-    return max(first, now - timedelta(hours=2)) if now - first > timedelta(hours=1, minutes=1) else first
-
-
 def _last_month(now: datetime) -> datetime:
     first = datetime(now.year, now.month, 1, tzinfo=UTC)
     return (first - timedelta(days=10)).replace(day=15, hour=9)
-
-
-def _deliveries(engine: Engine, subscription: Subscription, entitlement: Any, count: int, at: datetime) -> None:
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "entitlement_id": entitlement.id,
-            "subscription_id": subscription.id,
-            "buyer_org_id": subscription.buyer_org_id,
-            "operator_id": subscription.operator_id,
-            "product_id": subscription.product_id,
-            "mode": "api",
-            "rows": 10,
-            "bytes": 1000,
-            "occurred_at": at + timedelta(seconds=i % 3600),
-        }
-        for i in range(count)
-    ]
-    with engine.begin() as conn:
-        conn.execute(insert(Delivery.__table__), rows)  # type: ignore[attr-defined]
 
 
 def _run(
@@ -127,13 +69,13 @@ def _unbilled(engine: Engine) -> int:
 
 def test_a_month_is_charged_in_steps_up_to_its_maximum_and_invoiced_once(settings: Settings, engine: Engine) -> None:
     billing = make_billing_shop(engine)
-    subscription, entitlement = _metered(engine, billing.shop)
+    subscription, entitlement = metered_subscription(engine, billing.shop)
     now = utcnow()
     month = datetime(now.year, now.month, 1, tzinfo=UTC)
-    _deliveries(engine, subscription, entitlement, 1500, _earlier_this_month(now))
+    add_deliveries(engine, subscription, entitlement, 1500, earlier_this_month(now))
     first = _run(settings)
     assert (first.charges, first.calls, first.amount_minor, first.invoices) == (1, 1500, 2500, 0)
-    _deliveries(engine, subscription, entitlement, 5000, _earlier_this_month(now))
+    add_deliveries(engine, subscription, entitlement, 5000, earlier_this_month(now))
     second = _run(settings)
     # 6,500 calls: 5,500 over the free ones, but the maximum (300.00 - 100.00 fee) allows 4,000: 200.00 in all.
     assert (second.charges, second.calls, second.amount_minor, second.invoices) == (1, 5000, 17500, 0)
@@ -162,8 +104,8 @@ def test_a_month_is_charged_in_steps_up_to_its_maximum_and_invoiced_once(setting
 
 def test_the_current_month_is_charged_but_not_invoiced_before_it_ends(settings: Settings, engine: Engine) -> None:
     billing = make_billing_shop(engine)
-    subscription, entitlement = _metered(engine, billing.shop, reduction=50)
-    _deliveries(engine, subscription, entitlement, 1003, _earlier_this_month(utcnow()))
+    subscription, entitlement = metered_subscription(engine, billing.shop, reduction=50)
+    add_deliveries(engine, subscription, entitlement, 1003, earlier_this_month(utcnow()))
     run = _run(settings)
     # Half price: 0.025 a call, 3 calls over the free ones: 7.5 fen, rounded half up.
     assert (run.charges, run.calls, run.amount_minor, run.invoices) == (1, 1003, 8, 0)
@@ -175,9 +117,9 @@ def test_a_run_stopped_halfway_and_run_again_bills_every_delivery_once(settings:
     month = _last_month(utcnow())
     made = []
     for buyer in (billing.shop.buyer, billing.shop.buyer_b):
-        subscription, entitlement = _metered(engine, billing.shop, buyer=buyer)
-        _deliveries(engine, subscription, entitlement, 1200, month)
-        _deliveries(engine, subscription, entitlement, 300, _earlier_this_month(utcnow()))
+        subscription, entitlement = metered_subscription(engine, billing.shop, buyer=buyer)
+        add_deliveries(engine, subscription, entitlement, 1200, month)
+        add_deliveries(engine, subscription, entitlement, 300, earlier_this_month(utcnow()))
         made.append(subscription)
 
     class Stopped(Exception):
@@ -212,13 +154,13 @@ def test_stripe_subscriptions_are_reported_to_the_meter_once(settings: Settings,
         )
         gateway = StripeGateway(stripe_settings)
         billing = make_billing_shop(engine)
-        subscription, entitlement = _metered(engine, billing.shop)
+        subscription, entitlement = metered_subscription(engine, billing.shop)
         with Session(engine) as session:
             session.add(
                 GatewayObject(gateway=Gateway.stripe, kind="subscription", local_key=str(subscription.id), external_id="sub_test")
             )
             session.commit()
-        _deliveries(engine, subscription, entitlement, 1250, _earlier_this_month(utcnow()))
+        add_deliveries(engine, subscription, entitlement, 1250, earlier_this_month(utcnow()))
 
         def stop(_charge: UsageCharge) -> None:
             raise RuntimeError("stopped before reporting")
@@ -245,18 +187,10 @@ def all_of_objects(engine: Engine) -> list[GatewayObject]:
 
 def test_subscriptions_that_are_not_metered_are_left_alone(settings: Settings, engine: Engine) -> None:
     billing = make_billing_shop(engine)
-    subscription, _ = make_subscription(
+    subscription, entitlement = make_subscription(
         engine, billing.shop.buyer, billing.shop.product, billing.plan, status=SubscriptionStatus.active
     )
-    from tests.marketplace.factories import make_deliveries
-
-    with Session(engine) as session:
-        from sqlmodel import select
-
-        from marketplace.subscriptions.models import Entitlement
-
-        entitlement = session.exec(select(Entitlement).where(Entitlement.subscription_id == subscription.id)).one()
-    make_deliveries(engine, subscription, entitlement, [(1, 10), (2, 10)])
+    add_deliveries(engine, subscription, entitlement, 2, earlier_this_month(utcnow()))
     run = _run(settings)
     assert run.charges == 0
     assert _unbilled(engine) == 2
