@@ -14,6 +14,7 @@ $(STAMP): requirements.lock pyproject.toml deploy/bootstrap.sh
 install: $(STAMP)
 
 run: install
+	@bash deploy/fonts.sh
 	@$(BIN)/marketplace migrate
 	@MARKET_PORT=$(PORT) $(BIN)/marketplace demo
 	@echo ""
