@@ -57,7 +57,8 @@ from marketplace.web.ledger_pages import LedgerPageController
 from marketplace.web.licensing_pages import LicensingPageController
 from marketplace.web.operator_pages import OperatorPageController
 from marketplace.web.pages import LocaleMiddleware, PageController, install_page_globals, prepare_error_page
-from supervision.api import LedgerController
+from supervision.api import EngagementController, LedgerController
+from supervision.leak_api import LeakTraceController
 from supervision.signing import load_ledger_signer
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -136,6 +137,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ApiClientController,
             OAuthController,
             LedgerController,
+            EngagementController,
+            LeakTraceController,
             *LICENSING_CONTROLLERS,
             *CATALOG_CONTROLLERS,
             *SUBSCRIPTION_CONTROLLERS,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,3 +72,15 @@ def load_or_create_pem(settings: Settings, configured: SecretStr | None, filenam
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
     return pem
+
+
+def derived_key(settings: Settings, purpose: str) -> bytes:
+    """A key for one purpose of delivery (export links, cursors, fingerprints), derived from ``settings.secret_key``."""
+    secret = settings.secret_key.get_secret_value().encode()
+    return hmac.new(secret, f"market.delivery.{purpose}".encode(), hashlib.sha256).digest()
+
+
+def fingerprint_key(settings: Settings) -> bytes:
+    """The key of the per-subscription fingerprints of file exports: delivery writes them, supervision traces leaked
+    copies with it (``marketplace.core.fingerprint``)."""
+    return derived_key(settings, "export-fingerprint")

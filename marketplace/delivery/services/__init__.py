@@ -12,6 +12,7 @@ What other layers call (pages, demo, the composition root):
 
 from __future__ import annotations
 
+from marketplace.core.keys import fingerprint_key
 from marketplace.delivery.services.access import Grant, check_access, state_refusal
 from marketplace.delivery.services.exports import (
     build_export,
@@ -24,7 +25,7 @@ from marketplace.delivery.services.exports import (
     verify_link,
 )
 from marketplace.delivery.services.metering import Meter, MeteredDelivery, record_deliveries_now, write_deliveries
-from marketplace.delivery.services.runtime import DeliveryRuntime, fingerprint_key, runtime_of
+from marketplace.delivery.services.runtime import DeliveryRuntime, runtime_of
 from marketplace.delivery.services.usage import DayUsage, ModeUsage, list_entitlements, usage_by_day, usage_by_mode
 
 __all__ = [

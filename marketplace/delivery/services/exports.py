@@ -35,10 +35,11 @@ from licensing.privacy import projection_query, pseudonym_key, quote_identifier
 from marketplace.catalog.models import Product
 from marketplace.core.errors import DomainError, Forbidden, NotFound
 from marketplace.core.events import Actor, DomainEvent, publish
+from marketplace.core.fingerprint import metadata_token, write_fingerprinted_export
+from marketplace.core.keys import derived_key, fingerprint_key
 from marketplace.core.principal import OrgKind, Principal
 from marketplace.core.settings import Settings
 from marketplace.core.types import utcnow
-from marketplace.delivery.fingerprint import metadata_token, write_fingerprinted_export
 from marketplace.delivery.models import Export, ExportFormat, ExportStatus
 from marketplace.delivery.schemas import ExportCreate, ExportView
 from marketplace.delivery.services.access import (
@@ -50,7 +51,7 @@ from marketplace.delivery.services.access import (
 from marketplace.delivery.services.metering import MeteredDelivery, month_of, record_deliveries_now
 from marketplace.delivery.services.projections import ProjectionSpec, entitled_columns, key_digest, parse_masking
 from marketplace.delivery.services.rows import parse_filters
-from marketplace.delivery.services.runtime import DeliveryRuntime, derived_key, fingerprint_key
+from marketplace.delivery.services.runtime import DeliveryRuntime
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +340,12 @@ async def build_export(session: AsyncSession, settings: Settings, export_id: uui
             "export.ready",
             actor,
             orgs=orgs,
-            subjects={"export": str(export.id), "entitlement": str(export.entitlement_id), "product": str(export.product_id)},
+            subjects={
+                "export": str(export.id),
+                "entitlement": str(export.entitlement_id),
+                "subscription": str(export.subscription_id),
+                "product": str(export.product_id),
+            },
             payload={"format": export.format.value, "rows": built.rows, "bytes": built.bytes, "sha256": built.sha256},
         ),
     )

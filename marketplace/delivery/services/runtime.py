@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import hmac
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -19,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from licensing.privacy import pseudonym_key
 from marketplace.core.db import Database, is_sqlite
+from marketplace.core.keys import derived_key
 from marketplace.core.ratelimit import RateLimiter, create_rate_limiter
 from marketplace.core.settings import Settings
 from marketplace.delivery.services.metering import Meter
@@ -28,17 +27,6 @@ STATE_KEY = "delivery_runtime"
 
 #: What a read's rows are turned into (kept as such on SQLite).
 Shape = Callable[[list[Any]], Any]
-
-
-def derived_key(settings: Settings, purpose: str) -> bytes:
-    """A key for one purpose (export links, cursors, fingerprints), derived from ``settings.secret_key``."""
-    secret = settings.secret_key.get_secret_value().encode()
-    return hmac.new(secret, f"market.delivery.{purpose}".encode(), hashlib.sha256).digest()
-
-
-def fingerprint_key(settings: Settings) -> bytes:
-    """The key of the per-subscription fingerprints of file exports (``fingerprint.trace_export`` needs it)."""
-    return derived_key(settings, "export-fingerprint")
 
 
 class StateReader:

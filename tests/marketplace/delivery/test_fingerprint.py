@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from marketplace.core.errors import InvalidInput
-from marketplace.delivery.fingerprint import (
+from marketplace.core.fingerprint import (
     METADATA_KEY,
     TOLERANCE_UNITS,
     metadata_token,
