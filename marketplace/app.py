@@ -58,6 +58,9 @@ from marketplace.web.licensing_pages import LicensingPageController
 from marketplace.web.operator_pages import OperatorPageController
 from marketplace.web.pages import LocaleMiddleware, PageController, install_page_globals, prepare_error_page
 from supervision.api import EngagementController, LedgerController
+from supervision.explorer_api import ExplorerController
+from supervision.export_api import PeriodExportController
+from supervision.findings_api import FindingController
 from supervision.leak_api import LeakTraceController
 from supervision.signing import load_ledger_signer
 
@@ -139,6 +142,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             LedgerController,
             EngagementController,
             LeakTraceController,
+            PeriodExportController,
+            ExplorerController,
+            FindingController,
             *LICENSING_CONTROLLERS,
             *CATALOG_CONTROLLERS,
             *SUBSCRIPTION_CONTROLLERS,

@@ -10,6 +10,8 @@ from marketplace.catalog import models as catalog_models
 from marketplace.core.identity import models as identity_models
 from marketplace.delivery import models as delivery_models
 from marketplace.subscriptions import models as subscription_models
+from supervision import explorer as supervision_explorer
+from supervision import findings as supervision_findings
 from supervision import models as supervision_models
 
 __all__ = [
@@ -21,6 +23,8 @@ __all__ = [
     "licensing_models",
     "metadata",
     "subscription_models",
+    "supervision_explorer",
+    "supervision_findings",
     "supervision_models",
 ]
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -77,8 +78,10 @@ def file_format(content: bytes) -> Literal["csv", "parquet"]:
     raise InvalidInput("The file is neither CSV nor Parquet.", code="not_csv_or_parquet")
 
 
-async def _export_events(session: AsyncSession) -> dict[str, list[tuple[int, dict[str, Any]]]]:
-    """The ``export.ready`` events by subscription id (from the ledger)."""
+async def _export_events(
+    session: AsyncSession, in_scope: Callable[[dict[str, Any]], bool] | None
+) -> dict[str, list[tuple[int, dict[str, Any]]]]:
+    """The ``export.ready`` events by subscription id (from the ledger; only those ``in_scope`` keeps)."""
     rows = (
         await session.exec(
             select(LedgerEntry.leaf_index, LedgerEntry.leaf_input)
@@ -93,7 +96,7 @@ async def _export_events(session: AsyncSession) -> dict[str, list[tuple[int, dic
         subjects = event.get("subjects", {})
         if event["type"] == "entitlement.granted" and "subscription" in subjects:
             subscription_of[subjects["entitlement"]] = subjects["subscription"]
-        elif event["type"] == "export.ready":
+        elif event["type"] == "export.ready" and (in_scope is None or in_scope(event)):
             exports.append((index, event))
     by_subscription: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for index, event in exports:
@@ -113,14 +116,21 @@ async def _buyer_among(session: AsyncSession, orgs: list[str]) -> Organisation |
     return found
 
 
-async def trace_leak(session: AsyncSession, principal: Principal, key: bytes, content: bytes) -> LeakTrace:
-    """Trace ``content`` against every subscription that ever received a file export; record the trace."""
+async def trace_leak(
+    session: AsyncSession,
+    principal: Principal,
+    key: bytes,
+    content: bytes,
+    in_scope: Callable[[dict[str, Any]], bool] | None = None,
+) -> LeakTrace:
+    """Trace ``content`` against every subscription that received a file export (an auditor: those its engagement
+    covers, ``in_scope``); record the trace."""
     if not content:
         raise InvalidInput("The file is empty.", code="not_csv_or_parquet")
     if len(content) > MAX_LEAK_BYTES:
         raise InvalidInput(f"The file is larger than {MAX_LEAK_BYTES // (1024 * 1024)} MiB.", code="file_too_large")
     fmt = file_format(content)
-    by_subscription = await _export_events(session)
+    by_subscription = await _export_events(session, in_scope)
     digest = hashlib.sha256(content).hexdigest()
     found: str | None = None
     evidence: float | None = None

@@ -1,8 +1,11 @@
-"""Ledger tables: entries (leaves), perfect subtree hashes, the head that sequences appends, checkpoints."""
+"""Supervision tables: the ledger (entries, perfect subtree hashes, the head that sequences appends, checkpoints),
+alerts, and auditors' engagements (the family EngagementBase -> Engagement(table=True); request and response
+shapes, EngagementCreate and EngagementPublic, live in schemas.py)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from datetime import date, datetime
 
 from sqlalchemy import BigInteger, Column, LargeBinary, Text
 from sqlmodel import Field, SQLModel
@@ -64,3 +67,35 @@ class SupervisionAlert(SQLModel, table=True):
     severity: str = Field(max_length=16)
     detail: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+
+class EngagementBase(SQLModel):
+    """What the owner lets an audit firm look at: which transactions (period, inclusive, UTC days) and until when."""
+
+    auditor_id: uuid.UUID = Field(foreign_key="organisation.id", index=True)
+    period_start: date = Field(description="First day (UTC) of the transactions covered")
+    period_end: date = Field(description="Last day (UTC) of the transactions covered, inclusive")
+    expires_at: datetime = Field(sa_type=UTCDateTime, description="Until when the firm may look")
+
+
+class Engagement(EngagementBase, table=True):
+    """An engagement granted by the owner; the operators it covers are rows of :class:`EngagementOperator`."""
+
+    __tablename__ = "engagement"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    owner_org_id: uuid.UUID = Field(foreign_key="organisation.id", index=True)
+    granted_by: uuid.UUID | None = Field(default=None, foreign_key="user_account.id")
+    granted_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_by: uuid.UUID | None = Field(default=None, foreign_key="user_account.id")
+    revoked_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class EngagementOperator(SQLModel, table=True):
+    """An operator covered by an engagement (a link table: "which engagements cover this operator" is one query)."""
+
+    __tablename__ = "engagement_operator"
+
+    engagement_id: uuid.UUID = Field(foreign_key="engagement.id", primary_key=True)
+    operator_id: uuid.UUID = Field(foreign_key="organisation.id", primary_key=True, index=True)

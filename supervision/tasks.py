@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from marketplace.core.tasks import celery_app, periodic, run_in_session, task_settings
-from supervision import services
+from supervision import explorer, services
 from supervision.signing import load_ledger_signer
 
 
@@ -25,3 +25,11 @@ def self_check_task() -> dict[str, Any]:
     signer = load_ledger_signer(task_settings())
     result = run_in_session(lambda session: services.self_check(session, signer))
     return {"ok": result.ok, "entries": result.checked_entries, "checkpoints": result.checkpoints, "problems": result.problems}
+
+
+@periodic(seconds=30)
+@celery_app.task(name="supervision.index_events_task")
+def index_events_task() -> dict[str, Any]:
+    """Bring the explorer's read model up to the ledger (the explorer also catches up before every query).
+    Idempotent."""
+    return {"indexed": run_in_session(explorer.index_new_events)}

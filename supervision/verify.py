@@ -8,6 +8,11 @@ The export (``GET /api/supervision/ledger/export``) is UTF-8 JSON Lines, each li
     {"checkpoint":"<the whole signed note>"}
     ...                                   (K checkpoint lines, oldest first, each of size <= N)
 
+An auditor's export (scoped to its engagement) gives the entries it may not read as
+``{"index":I,"leaf_hash":"<base64 of the 32-byte leaf hash>"}`` and adds ``"scope"`` and ``"withheld"``
+to the header: those entries count in the tree with the hash given, so the tree and every checkpoint
+are still checked; their contents are not.
+
 The verifier streams the file once (plus a look at its last lines, to learn which tree sizes the
 checkpoints name), holding O(log N) hashes of the tree and one root per checkpoint: it recomputes
 every RFC 9162 leaf hash and the tree, keeps the root at each checkpoint size, and checks every
@@ -58,6 +63,8 @@ from supervision.note import Checkpoint, NoteError, Verifier, open_note, parse_c
 
 FORMAT = "market-ledger-export/1"
 HEADER_FIELDS = frozenset({"format", "origin", "vkey", "size", "checkpoints"})
+#: Header fields of an auditor's (engagement-scoped) export.
+SCOPED_HEADER_FIELDS = frozenset({"scope", "withheld"})
 
 #: Leaves hashed together, level by level; a power of two so blocks are perfect, aligned subtrees.
 BLOCK = 1 << 10
@@ -418,10 +425,38 @@ def _fast_run(run: bytes, start: int, count: int) -> list[bytes] | None:
     return list(map(leaf_hash, raws))
 
 
+def _withheld_hash(line: bytes, index: int, line_number: int) -> bytes | None:
+    """The leaf hash of an entry withheld from an auditor's export (``{"index","leaf_hash"}``); None for other lines."""
+    if b'"leaf_hash"' not in line:
+        return None
+    where = f"entry {index} (line {line_number})"
+    try:
+        document = _json(line)
+    except ValueError:
+        raise _Failure(f"{where}: not a JSON line") from None
+    if not isinstance(document, dict) or set(document) != {"index", "leaf_hash"}:
+        return None
+    claimed = document["index"]
+    if type(claimed) is not int or claimed != index:
+        raise _Failure(f"{where}: the line holds index {json.dumps(claimed)} (entries must run 0, 1, 2, ... in order)")
+    encoded = document["leaf_hash"]
+    try:
+        value = _A2B(encoded.encode("ascii"), strict_mode=True) if isinstance(encoded, str) else b""
+    except (UnicodeEncodeError, binascii.Error):
+        value = b""
+    if len(value) != hashlib.sha256().digest_size or base64.b64encode(value).decode() != encoded:
+        raise _Failure(f"{where}: leaf_hash is not the canonical base64 of a 32-byte hash")
+    return value
+
+
 def _slow_run(run: bytes, start: int, first_line: int) -> list[bytes]:
     """Leaf hashes of a run of entry lines, one line at a time with ``json``; names the first problem."""
     hashes: list[bytes] = []
     for offset, line in enumerate(run.split(b"\n")[:-1]):
+        withheld = _withheld_hash(line, start + offset, first_line + offset)
+        if withheld is not None:
+            hashes.append(withheld)
+            continue
         raw = _entry_leaf(line, start + offset, first_line + offset)
         hasher = _LEAF_HASHER.copy()
         hasher.update(raw)
@@ -606,8 +641,9 @@ def _header(lines: _Lines) -> _Header:
         raise _Failure("header (line 1): not a JSON object")
     if header.get("format") != FORMAT:
         raise _Failure(f"header: format is {json.dumps(header.get('format'))}, not {json.dumps(FORMAT)}")
-    if set(header) != HEADER_FIELDS:
-        fields = ", ".join(sorted(set(header) ^ HEADER_FIELDS))
+    expected = HEADER_FIELDS | SCOPED_HEADER_FIELDS if set(header) & SCOPED_HEADER_FIELDS else HEADER_FIELDS
+    if set(header) != expected:
+        fields = ", ".join(sorted(set(header) ^ expected))
         raise _Failure(f"header: missing or unexpected fields: {fields}")
     origin, vkey, size, checkpoints = header["origin"], header["vkey"], header["size"], header["checkpoints"]
     if not isinstance(origin, str) or not origin or "\n" in origin:

@@ -88,7 +88,7 @@ def test_files_that_are_not_csv_or_parquet_are_refused_and_nothing_is_written(se
     market = make_market(engine, settings.resolved_data_dir, mode=DeliveryMode.file)
     with delivery_client(settings) as client:
         _export(client, bearer(client, engine, market.buyer_a), market.product.id, "csv")
-        headers = _as(client, engine, OrgKind.auditor)
+        headers = _as(client, engine, OrgKind.regulator)
         before = row_counts(engine, "ledger_entry")
         for content in (b"", b"%PDF-1.7\n%%EOF\n", bytes(range(256)) * 4, b"PAR1 not really parquet PAR1", b"just one line"):
             assert_problem(client.post(TRACE, content=content, headers=headers), 400, "not_csv_or_parquet")
@@ -99,9 +99,51 @@ def test_only_supervisors_trace(settings: Settings, engine: Engine) -> None:
     market = make_market(engine, settings.resolved_data_dir, mode=DeliveryMode.file)
     csv_bytes = io.BytesIO(b"a,b\n1,2\n").getvalue()
     with delivery_client(settings) as client:
-        for kind, status in ((OrgKind.buyer, 403), (OrgKind.operator, 403), (OrgKind.owner, 200), (OrgKind.auditor, 200)):
+        # An auditor without an engagement is refused (its attempt recorded); see test_engagements for scoping.
+        for kind, status in ((OrgKind.buyer, 403), (OrgKind.operator, 403), (OrgKind.owner, 200), (OrgKind.auditor, 403)):
             headers = _as(client, engine, kind)
             assert client.post(TRACE, content=csv_bytes, headers=headers).status_code == status, kind
         client.cookies.clear()
         assert client.post(TRACE, content=csv_bytes, headers={CSRF_HEADER: csrf(client)}).status_code == 401
     del market
+
+
+def test_an_auditor_traces_only_within_its_engagement(settings: Settings, engine: Engine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    market = make_market(engine, settings.resolved_data_dir, mode=DeliveryMode.file, per_group=30)
+    other_operator = make_org(engine, OrgKind.operator)
+    auditor = make_org(engine, OrgKind.auditor)
+    auditor_session = make_login_session(engine, make_user(engine, auditor))
+    owner_session = make_login_session(engine, make_user(engine, market.owner))
+    with delivery_client(settings) as client:
+        leaked = _export(client, bearer(client, engine, market.buyer_a), market.product.id, "csv")
+        today = datetime.now(UTC).date()
+
+        def grant(operator_id: Any) -> None:
+            client.headers.pop("Authorization", None)
+            client.cookies.clear()
+            headers = use_session(client, owner_session)
+            body = {
+                "auditor_id": str(auditor.id),
+                "operator_ids": [str(operator_id)],
+                "period_start": (today - timedelta(days=1)).isoformat(),
+                "period_end": (today + timedelta(days=1)).isoformat(),
+                "expires_at": (datetime.now(UTC) + timedelta(days=7)).isoformat(),
+            }
+            assert client.post("/api/supervision/engagements", json=body, headers=headers).status_code == 201
+
+        def trace() -> dict[str, Any]:
+            client.cookies.clear()
+            headers = use_session(client, auditor_session)
+            answer = client.post(TRACE, content=leaked, headers=headers)
+            assert answer.status_code == 200, answer.text
+            result: dict[str, Any] = answer.json()
+            return result
+
+        grant(other_operator.id)
+        outside = trace()
+        assert (outside["found"], outside["candidates"]) == (False, 0)
+        grant(market.operator.id)
+        inside = trace()
+        assert (inside["found"], inside["subscription_id"]) == (True, str(market.subscription.id))

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from licensing.models import DeliveryMode, Licence, LicenceStatus
-from marketplace.core.settings import Settings
 from marketplace.core.fingerprint import metadata_token, trace_export
+from marketplace.core.settings import Settings
 from marketplace.delivery.services import fingerprint_key, signed_link
 from marketplace.subscriptions.models import Entitlement
 from tests.helpers import assert_problem
