@@ -58,13 +58,18 @@ class EventIndex(SQLModel, table=True):
 
 
 class EventOrg(SQLModel, table=True):
-    """An organisation an indexed event concerns."""
+    """An organisation an indexed event concerns (with the event's time, so that "this organisation's events of
+    this month" is one range of one index)."""
 
     __tablename__ = "event_org"
-    __table_args__ = (Index("ix_event_org_org_index", "org_id", "leaf_index"),)
+    __table_args__ = (
+        Index("ix_event_org_org_index", "org_id", "leaf_index"),
+        Index("ix_event_org_org_time", "org_id", "occurred_at"),
+    )
 
     leaf_index: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     org_id: str = Field(max_length=36, primary_key=True)
+    occurred_at: datetime = Field(sa_type=UTCDateTime)
 
 
 def _amount(payload: dict[str, Any]) -> tuple[int | None, str | None]:
@@ -114,7 +119,10 @@ async def index_new_events(session: AsyncSession, batch: int = BATCH) -> int:
                     "currency": currency,
                 }
             )
-            orgs.extend({"leaf_index": index, "org_id": org} for org in dict.fromkeys(event.get("orgs") or ()))
+            moment = events[-1]["occurred_at"]
+            orgs.extend(
+                {"leaf_index": index, "org_id": org, "occurred_at": moment} for org in dict.fromkeys(event.get("orgs") or ())
+            )
         try:
             await insert_many(session, EventIndex.__table__, events)  # type: ignore[attr-defined]
             await insert_many(session, EventOrg.__table__, orgs)  # type: ignore[attr-defined]
@@ -180,10 +188,12 @@ async def explore(
     ):
         if value is not None:
             stmt = stmt.where(column == str(value))
+    # With an organisation, the period is matched on event_org's own copy of the time (its index covers both).
+    timed = EventOrg.occurred_at if wanted.org is not None else EventIndex.occurred_at
     if wanted.start is not None:
-        stmt = stmt.where(EventIndex.occurred_at >= _day_start(wanted.start))
+        stmt = stmt.where(timed >= _day_start(wanted.start))
     if wanted.end is not None:
-        stmt = stmt.where(EventIndex.occurred_at < _day_after(wanted.end))
+        stmt = stmt.where(timed < _day_after(wanted.end))
     if wanted.min_amount is not None or wanted.max_amount is not None:
         stmt = stmt.where(EventIndex.currency == wanted.currency)
         if wanted.min_amount is not None:
