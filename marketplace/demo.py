@@ -20,6 +20,7 @@ from marketplace.core.principal import OrgKind, Principal, Role
 from marketplace.core.settings import Settings
 from marketplace.demo_catalog import seed_catalog
 from marketplace.demo_licensing import principal_of, seed_licensing
+from marketplace.demo_supervision import seed_supervision
 
 SEED = 20261122
 
@@ -122,6 +123,7 @@ async def seed_demo(session: AsyncSession, settings: Settings | None = None) -> 
     accounts: list[dict[str, str]] = []
     clients: list[dict[str, str]] = []
     people: dict[str, Principal] = {}
+    supervisors: dict[str, Principal] = {}
     for demo in DEMO_ORGS:
         org = await identity.find_organisation(session, demo.name)
         if org is None:
@@ -138,6 +140,8 @@ async def seed_demo(session: AsyncSession, settings: Settings | None = None) -> 
             admin_id = admin_id or user.id
             if demo.kind is not OrgKind.regulator and demo.kind is not OrgKind.auditor and role is Role.admin:
                 people[demo.key] = principal_of(org, user)
+            elif role is Role.admin:
+                supervisors[demo.key] = principal_of(org, user)
             if demo.key == "authority" and local == "reviewer":
                 people["reviewer"] = principal_of(org, user)
             accounts.append({"email": email, "password": password, "org": demo.name, "kind": demo.kind.value, "role": role.value})
@@ -158,6 +162,7 @@ async def seed_demo(session: AsyncSession, settings: Settings | None = None) -> 
         licensing = await seed_licensing(session, settings, people, SEED)
         if licensing["created"]:
             await seed_catalog(session, settings, people, licensing, SEED)
+            await seed_supervision(session, people, supervisors)
     return {"accounts": accounts, "clients": clients}
 
 

@@ -97,6 +97,15 @@ def test_demo_is_idempotent_and_writes_the_accounts_file(cli_env: dict[str, str]
     assert {"acknowledged", "issued"} <= statuses
     assert (refunds, past_due, overdue) == (1, 1, 1)
     assert usage_invoices >= 1
+    # Supervision: the audit firm's engagement and a finding in progress, with its evidence in the ledger.
+    with engine.connect() as conn:
+        engagements = conn.execute(text("SELECT count(*) FROM engagement WHERE revoked_at IS NULL")).scalar_one()
+        finding = conn.execute(text("SELECT status, evidence_json FROM finding")).one()
+        suspended = conn.execute(text("SELECT leaf_index FROM ledger_entry WHERE event_type = 'licence.suspended'")).scalars().all()
+    assert engagements == 1
+    assert finding[0] == "responded"
+    assert set(json.loads(finding[1])) <= set(suspended)
+    assert json.loads(finding[1])
 
     # Every demo account signs in, and every buyer's client gets a token that /api/me accepts.
     with TestClient(app=create_app(settings), base_url=TEST_ORIGIN) as client:
