@@ -101,7 +101,9 @@ def test_demo_is_idempotent_and_writes_the_accounts_file(cli_env: dict[str, str]
     with engine.connect() as conn:
         engagements = conn.execute(text("SELECT count(*) FROM engagement WHERE revoked_at IS NULL")).scalar_one()
         finding = conn.execute(text("SELECT status, evidence_json FROM finding")).one()
-        suspended = conn.execute(text("SELECT leaf_index FROM ledger_entry WHERE event_type = 'licence.suspended'")).scalars().all()
+        suspended = (
+            conn.execute(text("SELECT leaf_index FROM ledger_entry WHERE event_type = 'licence.suspended'")).scalars().all()
+        )
     assert engagements == 1
     assert finding[0] == "responded"
     assert set(json.loads(finding[1])) <= set(suspended)
