@@ -101,17 +101,20 @@ async def _on_checkout_completed(session: AsyncSession, gateway: StripeGateway, 
     return "settled"
 
 
+def _subscription_details(obj: dict[str, Any]) -> dict[str, Any]:
+    """A Stripe invoice's ``parent.subscription_details`` (its subscription's id and metadata), or nothing."""
+    return dict((obj.get("parent") or {}).get("subscription_details") or {})
+
+
 async def _stripe_status(gateway: StripeGateway, obj: dict[str, Any]) -> str | None:
-    stripe_subscription = ((obj.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+    stripe_subscription = _subscription_details(obj).get("subscription")
     if not stripe_subscription:
         return None
     return await asyncio.to_thread(gateway.subscription_status, str(stripe_subscription))
 
 
 def _subscription_metadata(obj: dict[str, Any]) -> dict[str, Any]:
-    parent = obj.get("parent") or {}
-    details = parent.get("subscription_details") or {}
-    return dict(details.get("metadata") or {})
+    return dict(_subscription_details(obj).get("metadata") or {})
 
 
 async def _payment_of_invoice(gateway: StripeGateway, obj: dict[str, Any]) -> tuple[str, int | None]:
@@ -130,9 +133,7 @@ async def _on_invoice_paid(session: AsyncSession, gateway: StripeGateway, obj: d
         invoice = await _invoice_for_update(session, _uuid(metadata.get("invoice_id")))
         if invoice is None:
             raise UnknownObject("The subscription's first invoice is not known here yet.", code="unknown_object")
-        await _link_subscription(
-            session, subscription_id, (obj.get("parent") or {}).get("subscription_details", {}).get("subscription")
-        )
+        await _link_subscription(session, subscription_id, _subscription_details(obj).get("subscription"))
         if invoice.status is InvoiceStatus.paid:
             return "already_settled"
         reference, fee = await _payment_of_invoice(gateway, obj)
