@@ -474,8 +474,9 @@ async def check_access(
     while True:
         epoch = meter.epoch
         row = await read_state(runtime.state_reader, principal.org_id, product_id, month)
-        if meter.epoch == epoch:
+        if meter.stable(epoch) or row is None or (row.quota_calls is None and row.quota_rows is None):
             break
+        await meter.settled()
     if row is None:
         raise _refuse(
             meter,

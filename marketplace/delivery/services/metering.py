@@ -12,8 +12,9 @@ batches grow instead. The app's shutdown flushes what is left (``delivery_lifesp
 Quota counts what is still in the buffer: ``reserve`` adds a call (and the rows it may deliver) to the pending usage
 of the entitlement before the data is read, ``record`` settles it to what was delivered, and the pending usage goes
 away only once the flush that wrote it has committed. A check reads the committed counter and then the pending usage
-of this process; ``epoch`` changes at every commit so that a check which read the counter before a commit and the
-buffer after it reads again (nothing is counted twice or missed). Other processes' buffers are not visible: with
+of this process. ``epoch`` works as a sequence lock: it turns odd just before a flush commits and even again once
+the flushed usage has left the buffer, so a check whose counter read did not happen wholly within one even epoch
+reads again (nothing is counted twice or missed, even when the commit is visible before the flush has settled). Other processes' buffers are not visible: with
 several web processes a quota can be overrun by what the others deliver within one flush interval.
 
 Files (exports) are metered by the export task in its own transaction: :func:`record_deliveries_now`.
@@ -246,12 +247,32 @@ class Meter:
         self._flush_lock = asyncio.Lock()
         self._attempts = 0
         self._last_flush_s = 0.0
-        #: Changes each time a flush commits (see the module docstring).
+        #: Odd while a flush is committing, even otherwise; changes at every commit (see the module docstring).
         self.epoch = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
         #: Figures for tests and benchmarks: flushes done, deliveries and refusal events written, items dropped.
         self.stats = {"flushes": 0, "deliveries": 0, "refusal_events": 0, "dropped": 0}
 
     # --- quota ----------------------------------------------------------------------------------------------------
+
+    def stable(self, epoch: int) -> bool:
+        """True when no flush has committed, or was committing, since ``epoch`` was read: a committed counter read in
+        between and the pending usage read now add up exactly."""
+        return epoch == self.epoch and epoch % 2 == 0
+
+    async def settled(self, timeout_s: float = 1.0) -> None:
+        """Wait (at most ``timeout_s``) until no flush is committing."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout_s)
+
+    def _committing(self, now: bool) -> None:
+        if now and self.epoch % 2 == 0:
+            self.epoch += 1
+            self._settled.clear()
+        elif not now and self.epoch % 2 == 1:
+            self.epoch += 1
+            self._settled.set()
 
     def pending(self, entitlement_id: uuid.UUID, month: str) -> PendingUsage:
         """Usage of the entitlement in ``month`` not yet committed (reserved or buffered in this process)."""
@@ -348,8 +369,10 @@ class Meter:
             try:
                 async with self._database.session() as session:
                     await write_deliveries(session, deliveries, list(refusals.items()))
+                    self._committing(True)
                     await session.commit()
             except Exception:
+                self._committing(False)
                 self._attempts += 1
                 if self._attempts >= FLUSH_ATTEMPTS:
                     log.exception("dropping %d metered deliveries after %d failed flushes", len(deliveries), self._attempts)
@@ -357,7 +380,6 @@ class Meter:
                     self._attempts = 0
                     for d in deliveries:
                         self._settle(d.entitlement_id, d.month, 1, d.rows, d.bytes)
-                    self.epoch += 1
                 else:
                     log.exception("metering flush failed (attempt %d); retrying", self._attempts)
                     self._deliveries[:0] = deliveries
@@ -372,7 +394,7 @@ class Meter:
             self._last_flush_s = time.perf_counter() - started
             for d in deliveries:
                 self._settle(d.entitlement_id, d.month, 1, d.rows, d.bytes)
-            self.epoch += 1
+            self._committing(False)
             self.stats["flushes"] += 1
             self.stats["deliveries"] += len(deliveries)
             self.stats["refusal_events"] += len(refusals)

@@ -136,8 +136,16 @@ async def list_entitlements(session: AsyncSession, principal: Principal, meter: 
         )
         .order_by(col(Product.name), col(Entitlement.valid_until))
     )
+    while True:
+        epoch = meter.epoch if meter is not None else 0
+        found = (await session.exec(statement)).all()
+        if meter is None or meter.stable(epoch):
+            break
+        await meter.settled()
+        # A new snapshot for the next read (SQLite keeps one per transaction).
+        await session.rollback()
     views = []
-    for entitlement, subscription, product, counter in (await session.exec(statement)).all():
+    for entitlement, subscription, product, counter in found:
         pending = meter.pending(entitlement.id, month) if meter is not None else None
         views.append(
             EntitlementView(

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy import event as orm_events
+from sqlalchemy.orm import Session as OrmSession
 
 from licensing.models import DeliveryMode
 from marketplace.core.principal import OrgKind, Principal
@@ -74,6 +76,35 @@ def test_quota_counts_deliveries_still_in_the_buffer(settings: Settings, engine:
         assert row_counts(engine, "delivery") == {"delivery": 0}
         assert_problem(client.get(rows_path(market.product.id, "limit=1"), headers=headers), 429, "quota_exceeded")
     assert row_counts(engine, "delivery") == {"delivery": 3}
+
+
+def test_a_flush_is_unstable_from_its_commit_until_its_usage_leaves_the_buffer(settings: Settings, engine: Engine) -> None:
+    """The commit is visible to other connections before the flush settles the buffer: a check reading the counter
+    in that window must see an odd (unstable) epoch, or it would count the flushed calls twice."""
+    market = make_market(engine, settings.resolved_data_dir)
+    seen: list[tuple[int, int]] = []
+    with delivery_client(settings) as client:
+        headers = bearer(client, engine, market.buyer_a)
+        meter = client.app.state["delivery_runtime"].meter
+        meter.max_delay_s = 60.0
+        for _ in range(2):
+            assert client.get(rows_path(market.product.id, "limit=1"), headers=headers).status_code == 200
+        before = meter.epoch
+        month = next(iter(meter._pending))[1]
+
+        def at_commit(session: Any) -> None:
+            seen.append((meter.epoch, meter.pending(market.entitlement.id, month).calls))
+
+        orm_events.listen(OrmSession, "after_commit", at_commit)
+    try:  # leaving the client shuts the app down, which flushes the buffer
+        assert meter.stable(meter.epoch)
+        assert meter.epoch == before + 2
+        assert meter.pending(market.entitlement.id, month).calls == 0
+    finally:
+        orm_events.remove(OrmSession, "after_commit", at_commit)
+    assert (before + 1, 2) in seen, "the commit happened inside an odd epoch, with the calls still pending"
+    assert not meter.stable(before + 1)
+    assert counters(engine, market.entitlement.id)["calls"] == 2
 
 
 def test_usage_reads_are_scoped(settings: Settings, engine: Engine) -> None:
