@@ -58,7 +58,10 @@ class LedgerCheckpoint(SQLModel, table=True):
 
 
 class SupervisionAlert(SQLModel, table=True):
-    """A rule hit that supervisors must look at (e.g. the ledger self-check failed)."""
+    """A rule hit that supervisors must look at: what fired (rule, severity, a plain-language detail), what it concerns
+    (the operator, licence, product or subscription), the ledger entries that show it (evidence), and where its
+    handling stands (open -> acknowledged -> resolved with a note). ``key`` makes raising idempotent: one alert per
+    rule and subject, however often the rule runs."""
 
     __tablename__ = "supervision_alert"
 
@@ -67,6 +70,24 @@ class SupervisionAlert(SQLModel, table=True):
     severity: str = Field(max_length=16)
     detail: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    key: str | None = Field(default=None, max_length=200, unique=True)
+    state: str = Field(default="open", max_length=16, index=True)
+    #: The rule's figures (JSON), for pages that word the alert in the reader's language.
+    params_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+    #: Ledger indexes of the events that show it (JSON list).
+    evidence_json: str = Field(default="[]", sa_column=Column(Text, nullable=False, server_default="[]"))
+    #: The operator the alert concerns (engagement scoping), and the subjects it names.
+    operator_id: uuid.UUID | None = Field(default=None, foreign_key="organisation.id", index=True)
+    licence_id: str | None = Field(default=None, max_length=36)
+    product_id: str | None = Field(default=None, max_length=36)
+    subscription_id: str | None = Field(default=None, max_length=36)
+    #: When the latest evidence happened (engagement period scoping).
+    occurred_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    acknowledged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    acknowledged_by: uuid.UUID | None = Field(default=None, foreign_key="user_account.id")
+    resolved_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    resolved_by: uuid.UUID | None = Field(default=None, foreign_key="user_account.id")
+    resolution_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class EngagementBase(SQLModel):
