@@ -88,7 +88,10 @@ def navigation(principal: Principal) -> list[NavItem]:
     if principal.org_kind is OrgKind.owner:
         items.append(NavItem(_n("Settlements"), "/owner/settlements", "settlements"))
     if principal.org_kind in (OrgKind.owner, OrgKind.regulator, OrgKind.auditor):
+        items.append(NavItem(_n("Supervision"), "/supervision/events", "supervision"))
         items.append(NavItem(_n("Ledger"), "/supervision/ledger", "ledger"))
+    if principal.org_kind is OrgKind.operator:
+        items.append(NavItem(_n("Findings"), "/supervision/findings", "findings"))
     items.append(NavItem(_n("API reference"), "/schema", "api"))
     return items
 
