@@ -85,6 +85,9 @@ def demo(quiet: bool) -> None:
     click.echo("\nBuyers' API clients (POST /oauth/token, client credentials):")
     for client in data["clients"]:
         click.echo(f"  {client['org']:<36} {client['client_id']}  {client['client_secret']}")
+    leaked = settings.var_dir / "demo-leaked-export.csv"
+    if leaked.exists():
+        click.echo(f"\nA file exported for a demo buyer, to trace on /supervision/exports: {leaked}")
 
 
 @main.command()

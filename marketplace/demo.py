@@ -19,6 +19,7 @@ from marketplace.core.identity.schemas import CLIENT_SCOPES, UserCreate
 from marketplace.core.principal import OrgKind, Principal, Role
 from marketplace.core.settings import Settings
 from marketplace.demo_catalog import seed_catalog
+from marketplace.demo_leak import seed_leaked_export
 from marketplace.demo_licensing import principal_of, seed_licensing
 from marketplace.demo_supervision import seed_supervision
 
@@ -163,6 +164,7 @@ async def seed_demo(session: AsyncSession, settings: Settings | None = None) -> 
         if licensing["created"]:
             await seed_catalog(session, settings, people, licensing, SEED)
             await seed_supervision(session, people, supervisors)
+            await seed_leaked_export(session, settings)
     return {"accounts": accounts, "clients": clients}
 
 

@@ -13,11 +13,12 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine, func, select, text
 
 from marketplace.app import create_app
+from marketplace.core.http import CSRF_HEADER
 from marketplace.core.identity.models import ApiClient, Organisation, User
 from marketplace.core.principal import OrgKind
 from marketplace.core.settings import Settings
 from tests.conftest import TEST_ORIGIN
-from tests.helpers import login
+from tests.helpers import csrf, login
 
 
 def _cli(*args: str, env: dict[str, str], input_text: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -122,6 +123,15 @@ def test_demo_is_idempotent_and_writes_the_accounts_file(cli_env: dict[str, str]
             assert token.status_code == 200, made
             me = client.get("/api/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
             assert me.json()["org"]["name"] == made["org"]
+        # The file left as "leaked" is traced back to the demo buyer it was exported for.
+        leaked = Path(cli_env["MARKET_VAR_DIR"]) / "demo-leaked-export.csv"
+        assert str(leaked) in first.stdout
+        regulator = next(a for a in data["accounts"] if a["kind"] == "regulator")
+        login(client, regulator["email"], regulator["password"])
+        traced = client.post("/api/supervision/leak-trace", content=leaked.read_bytes(), headers={CSRF_HEADER: csrf(client)})
+        assert traced.status_code == 200, traced.text
+        assert traced.json()["found"] is True
+        assert traced.json()["buyer_name"] in buyers
 
 
 def test_demo_is_refused_in_production(cli_env: dict[str, str]) -> None:

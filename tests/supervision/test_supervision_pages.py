@@ -75,7 +75,7 @@ def _grant(client: TestClient[Any], world: dict[str, Any], *, expires_in: timede
     assert answer.status_code == 303, answer.text
 
 
-PAGES = ["/supervision/events", "/supervision/findings", "/supervision/engagements", "/supervision/exports"]
+PAGES = ["/supervision", "/supervision/events", "/supervision/findings", "/supervision/engagements", "/supervision/exports"]
 
 
 @pytest.mark.parametrize(
@@ -86,6 +86,7 @@ PAGES = ["/supervision/events", "/supervision/findings", "/supervision/engagemen
         (
             "operator",
             {
+                "/supervision": 403,
                 "/supervision/events": 403,
                 "/supervision/findings": 200,
                 "/supervision/engagements": 403,
@@ -98,6 +99,7 @@ PAGES = ["/supervision/events", "/supervision/findings", "/supervision/engagemen
         (
             "auditor",
             {
+                "/supervision": 403,
                 "/supervision/events": 403,
                 "/supervision/findings": 200,
                 "/supervision/engagements": 200,
@@ -273,3 +275,29 @@ def test_an_unrelated_file_traces_to_no_one_and_a_bad_file_is_refused(
     assert refused.status_code == 400
     assert "data-errors" in refused.text
     assert len(ledger_events(engine, "leak.traced")) == 1
+
+
+def test_the_dashboard_draws_the_ledgers_figures(client: TestClient[Any], engine: Engine, world: dict[str, Any]) -> None:
+    _as(client, world, "regulator")
+    start, end = DAY.isoformat(), (DAY + timedelta(days=20)).isoformat()
+    board = client.get("/supervision", params={"start": start, "end": end, "bucket": "day"})
+    assert board.status_code == 200
+    api = client.get("/api/supervision/dashboard", params={"start": start, "end": end, "bucket": "day"}).json()
+    assert api["totals"]["transactions"] == 6
+    assert f'data-stat="transactions">{api["totals"]["transactions"]}<' in board.text
+    for chart in ("revenue", "transactions", "deliveries", "operators"):
+        assert f'data-chart="{chart}"' in board.text, chart
+    assert "Harbour Data Ops" in board.text
+    refused = client.get("/supervision", params={"start": end, "end": start})
+    assert refused.status_code == 400
+    assert "data-form-error" in refused.text
+
+
+def test_an_auditor_dashboard_is_its_engagement(client: TestClient[Any], engine: Engine, world: dict[str, Any]) -> None:
+    _grant(client, world)
+    _as(client, world, "auditor")
+    board = client.get("/supervision", params={"start": DAY.isoformat(), "end": (DAY + timedelta(days=30)).isoformat()})
+    assert board.status_code == 200
+    assert "data-scope" in board.text
+    assert "Harbour Data Ops" in board.text
+    assert "Summit Analytics" not in board.text

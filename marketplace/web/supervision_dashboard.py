@@ -1,0 +1,113 @@
+"""The supervision dashboard page: transactions and revenue over time, by operator and product, deliveries by mode,
+franchise fee income, the share of public-welfare use, open alerts and the ledger's size and last checkpoint, drawn
+as charts with their figures beside them (``supervision.dashboard`` computes them, scoped to the reader)."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.response import Redirect, Template
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from marketplace.catalog.models import Product
+from marketplace.core.errors import DomainError
+from marketplace.core.http import DbSession
+from marketplace.core.principal import Principal
+from marketplace.web.buyer_pages import localised
+from marketplace.web.charts import Chart, stacked_bars
+from marketplace.web.i18n import gettext_ as _
+from marketplace.web.pages import page
+from marketplace.web.supervision_pages import _day, _refused_page, _supervisor, refusal
+from supervision.dashboard import read_dashboard
+
+#: The currency the charts draw (the others are in the tables).
+CHART_CURRENCY = "CNY"
+
+
+def _dec(value: str | None) -> Decimal:
+    return Decimal(value) if value else Decimal(0)
+
+
+def charts(board: dict[str, Any], product_names: dict[str, str]) -> dict[str, Chart]:
+    """The dashboard's charts from its figures."""
+    buckets = [s["bucket"] for s in board["series"]]
+    modes = sorted({m for s in board["series"] for m in s["deliveries"]})
+    operators = board["by_operator"]
+    products = board["by_product"][:10]
+    return {
+        "revenue": stacked_bars(
+            buckets,
+            {_("Payments received"): [_dec(s["gross"].get(CHART_CURRENCY)) for s in board["series"]]},
+            unit=f" {CHART_CURRENCY}",
+        ),
+        "transactions": stacked_bars(buckets, {_("Payments"): [s["transactions"] for s in board["series"]]}),
+        "deliveries": stacked_bars(buckets, {mode: [s["deliveries"].get(mode, 0) for s in board["series"]] for mode in modes}),
+        "operators": stacked_bars(
+            [o["name"] or o["operator_id"][:8] for o in operators],
+            {_("Payments received"): [_dec(o["gross"].get(CHART_CURRENCY)) for o in operators]},
+            unit=f" {CHART_CURRENCY}",
+        ),
+        "products": stacked_bars(
+            [product_names.get(p["product_id"], p["product_id"][:8]) for p in products],
+            {_("Payments received"): [_dec(p["gross"].get(CHART_CURRENCY)) for p in products]},
+            unit=f" {CHART_CURRENCY}",
+        ),
+    }
+
+
+async def _product_names(session: AsyncSession, ids: list[str]) -> dict[str, str]:
+    wanted = []
+    for raw in ids:
+        try:
+            wanted.append(uuid.UUID(raw))
+        except ValueError:
+            continue
+    if not wanted:
+        return {}
+    rows = (await session.exec(select(Product).where(col(Product.id).in_(wanted)))).all()
+    return {str(p.id): localised(p, "name") for p in rows}
+
+
+class SupervisionDashboardController(Controller):
+    include_in_schema = False
+
+    @get("/supervision")
+    async def dashboard(self, request: Request[Any, Any, Any], db_session: DbSession) -> Template | Redirect:
+        """The dashboard of a period (by default the last six months, month by month)."""
+        who = _supervisor(request)
+        if not isinstance(who, Principal):
+            return who
+        query = request.query_params
+        values = {k: str(query.get(k) or "") for k in ("start", "end", "bucket")}
+        problem = None
+        try:
+            try:
+                start, end = _day(values["start"], "start"), _day(values["end"], "end")
+                board = await read_dashboard(
+                    db_session, who, start, end, values["bucket"] or None, path=request.url.path, query=request.url.query
+                )
+            except DomainError as exc:
+                if exc.status == 403:
+                    raise
+                problem = refusal(exc)
+                board = await read_dashboard(db_session, who, None, None, None, path=request.url.path)
+        except DomainError as exc:
+            return _refused_page(request, exc)
+        names = await _product_names(db_session, [p["product_id"] for p in board["by_product"]])
+        share = board["public_welfare"]["share"]
+        return page(
+            request,
+            "supervision/dashboard.html",
+            status_code=400 if problem else 200,
+            board=board,
+            charts=charts(board, names),
+            product_names=names,
+            problem=problem,
+            values=values,
+            welfare_percent=None if share is None else round(Decimal(share) * 100, 1),
+            currency=CHART_CURRENCY,
+        )
