@@ -27,6 +27,7 @@ from marketplace.core.identity.api import REGISTRATION_POLICY, client_address, l
 from marketplace.core.identity.models import User
 from marketplace.core.identity.schemas import CLIENT_SCOPES, ApiClientCreate, BuyerRegistration, UserCreate
 from marketplace.core.principal import OrgKind, Principal, Role
+from marketplace.core.types import utcnow
 from marketplace.web import i18n
 from marketplace.web.i18n import gettext_ as _
 
@@ -90,6 +91,7 @@ def navigation(principal: Principal) -> list[NavItem]:
     if principal.org_kind in (OrgKind.owner, OrgKind.regulator, OrgKind.auditor):
         items.append(NavItem(_n("Supervision"), "/supervision/events", "supervision"))
         items.append(NavItem(_n("Ledger"), "/supervision/ledger", "ledger"))
+        items.append(NavItem(_n("Annual disclosure"), f"/disclosure/{utcnow().year - 1}", "disclosure"))
     if principal.org_kind is OrgKind.operator:
         items.append(NavItem(_n("Findings"), "/supervision/findings", "findings"))
     items.append(NavItem(_n("API reference"), "/schema", "api"))
@@ -264,7 +266,7 @@ class PageController(Controller):
     async def home(self, request: Request[Any, Any, Any], db_session: DbSession) -> Template:
         principal: Principal | None = request.scope.get("user")  # type: ignore[assignment]
         if principal is None:
-            return page(request, "landing.html")
+            return page(request, "landing.html", last_year=utcnow().year - 1)
         members = await services.list_users(db_session, principal)
         clients = await services.list_api_clients(db_session, principal) if principal.org_kind is OrgKind.buyer else []
         return page(

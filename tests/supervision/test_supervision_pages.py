@@ -14,27 +14,36 @@ from sqlalchemy import Engine
 
 from marketplace.core.events import Actor, DomainEvent
 from marketplace.core.principal import OrgKind, Role
+from marketplace.core.settings import Settings
+from supervision import services
+from supervision.signing import load_ledger_signer
 from tests.factories import make_login_session, make_org, make_user
 from tests.helpers import use_session
 from tests.licensing.factories import ledger_events, row_counts
+from tests.supervision.ledger_helpers import run
 from tests.supervision.test_explorer import _record
 
 DAY = date(2026, 9, 1)
 LICENCE = str(uuid.UUID(int=777))
+LICENCE_B = str(uuid.UUID(int=778))
 
 
 def _events(operators: list[uuid.UUID], buyer: uuid.UUID) -> list[DomainEvent]:
-    return [
-        DomainEvent(
-            type=("payment.received", "delivery.recorded")[n % 2],
-            actor=Actor("system", "tests"),
-            orgs=(operators[n % 2], buyer),
-            subjects={"licence": LICENCE, "subscription": str(uuid.UUID(int=900 + n % 3))},
-            payload={"amount": f"{100 + n}.00", "currency": "CNY"} if n % 2 == 0 else {"mode": "api", "rows": n},
-            occurred_at=datetime.combine(DAY + timedelta(days=n), datetime.min.time(), UTC),
+    """Payments and deliveries of two operators, each under its own licence (Harbour's is ``LICENCE``)."""
+    made = []
+    for n in range(12):
+        side = (n // 2) % 2
+        made.append(
+            DomainEvent(
+                type=("payment.received", "delivery.recorded")[n % 2],
+                actor=Actor("system", "tests"),
+                orgs=(operators[side], buyer),
+                subjects={"licence": (LICENCE, LICENCE_B)[side], "subscription": str(uuid.UUID(int=900 + side))},
+                payload={"amount": f"{100 + n}.00", "currency": "CNY"} if n % 2 == 0 else {"mode": "api", "rows": n},
+                occurred_at=datetime.combine(DAY + timedelta(days=n), datetime.min.time(), UTC),
+            )
         )
-        for n in range(12)
-    ]
+    return made
 
 
 @pytest.fixture
@@ -301,3 +310,44 @@ def test_an_auditor_dashboard_is_its_engagement(client: TestClient[Any], engine:
     assert "data-scope" in board.text
     assert "Harbour Data Ops" in board.text
     assert "Summit Analytics" not in board.text
+
+
+def _sign(engine: Engine, settings: Settings) -> None:
+    signer = load_ledger_signer(settings)
+    run(engine.url.render_as_string(hide_password=False), lambda s: services.sign_checkpoint(s, signer))
+
+
+def test_the_regulator_drills_from_a_licence_to_deliveries_with_proofs(
+    client: TestClient[Any], engine: Engine, settings: Settings, world: dict[str, Any]
+) -> None:
+    _as(client, world, "regulator")
+    pending = client.get(f"/supervision/licences/{LICENCE}")
+    assert pending.status_code == 200
+    assert 'data-proof="pending"' in pending.text, "no checkpoint yet: the proofs wait for one"
+    _sign(engine, settings)
+    trail = client.get(f"/supervision/licences/{LICENCE}")
+    assert trail.status_code == 200
+    assert 'data-checkpoint-status="ok"' in trail.text
+    deliveries = [e for e in ledger_events(engine, "delivery.recorded") if e["subjects"].get("licence") == LICENCE]
+    for e in deliveries:
+        assert f'data-entry="{e["index"]}"' in trail.text
+    assert trail.text.count('data-proof="verified"') >= len(deliveries)
+    assert 'data-proof="failed"' not in trail.text
+    assert client.get(f"/supervision/licences/{uuid.UUID(int=1)}").status_code == 404
+
+
+def test_an_auditor_drills_only_inside_its_engagement(
+    client: TestClient[Any], engine: Engine, settings: Settings, world: dict[str, Any]
+) -> None:
+    _sign(engine, settings)
+    _as(client, world, "auditor")
+    assert client.get(f"/supervision/licences/{LICENCE}").status_code == 403, "no engagement yet"
+    _grant(client, world)
+    _as(client, world, "auditor")
+    trail = client.get(f"/supervision/licences/{LICENCE}")
+    assert trail.status_code == 200
+    for e in ledger_events(engine, "delivery.recorded"):
+        assert (f'data-entry="{e["index"]}"' in trail.text) == (e["subjects"]["licence"] == LICENCE), e
+    assert client.get(f"/supervision/licences/{LICENCE_B}").status_code == 403, "Summit's licence is outside"
+    refused = [e for e in ledger_events(engine, "records.read_refused") if e["actor"]["id"]]
+    assert refused, "the refused attempt was recorded"
