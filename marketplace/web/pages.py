@@ -89,7 +89,7 @@ def navigation(principal: Principal) -> list[NavItem]:
     if principal.org_kind is OrgKind.owner:
         items.append(NavItem(_n("Settlements"), "/owner/settlements", "settlements"))
     if principal.org_kind in (OrgKind.owner, OrgKind.regulator, OrgKind.auditor):
-        items.append(NavItem(_n("Supervision"), "/supervision/events", "supervision"))
+        items.append(NavItem(_n("Supervision"), "/supervision", "supervision"))
         items.append(NavItem(_n("Ledger"), "/supervision/ledger", "ledger"))
         items.append(NavItem(_n("Annual disclosure"), f"/disclosure/{utcnow().year - 1}", "disclosure"))
     if principal.org_kind is OrgKind.operator:

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from marketplace.core.events import Actor, DomainEvent
 from marketplace.core.principal import OrgKind, Role
 from marketplace.core.settings import Settings
 from supervision import services
+from supervision.alerts import Hit, raise_alert
 from supervision.signing import load_ledger_signer
 from tests.factories import make_login_session, make_org, make_user
 from tests.helpers import use_session
@@ -351,3 +353,74 @@ def test_an_auditor_drills_only_inside_its_engagement(
     assert client.get(f"/supervision/licences/{LICENCE_B}").status_code == 403, "Summit's licence is outside"
     refused = [e for e in ledger_events(engine, "records.read_refused") if e["actor"]["id"]]
     assert refused, "the refused attempt was recorded"
+
+
+def _raise(engine: Engine, world: dict[str, Any], rule: str, evidence: int) -> None:
+    hit = Hit(
+        rule=rule,
+        key=f"{rule}:test:{evidence}",
+        detail=f"Test alert on entry {evidence}.",
+        occurred_at=datetime.combine(DAY, datetime.min.time(), UTC),
+        evidence=[evidence],
+        params={"deliveries": 3},
+        operator_id=world["orgs"]["operator"].id,
+        licence_id=LICENCE,
+    )
+
+    async def write(session: AsyncSession) -> None:
+        await raise_alert(session, hit)
+        await session.commit()
+
+    run(engine.url.render_as_string(hide_password=False), write)
+
+
+def test_the_regulator_acknowledges_and_resolves_alerts_on_the_page(
+    client: TestClient[Any], engine: Engine, world: dict[str, Any]
+) -> None:
+    evidence = ledger_events(engine, "delivery.recorded")[0]["index"]
+    _raise(engine, world, "delivery.after_end", evidence)
+    headers = _as(client, world, "regulator")
+    listed = client.get("/supervision/alerts")
+    assert listed.status_code == 200
+    assert "Delivery after access ended" in listed.text
+    assert f'data-evidence="{evidence}"' in listed.text
+    alert_id = listed.text.split('data-alert="')[1].split('"')[0]
+    acknowledged = client.post(f"/supervision/alerts/{alert_id}/acknowledge", headers=headers, follow_redirects=False)
+    assert acknowledged.status_code == 303
+    again = client.post(f"/supervision/alerts/{alert_id}/acknowledge", headers=headers)
+    assert again.status_code == 409
+    assert "data-errors" in again.text
+    no_note = client.post(f"/supervision/alerts/{alert_id}/resolve", data={"note": " "}, headers=headers)
+    assert no_note.status_code == 400
+    resolved = client.post(
+        f"/supervision/alerts/{alert_id}/resolve", data={"note": "Expiry job fixed."}, headers=headers, follow_redirects=False
+    )
+    assert resolved.status_code == 303
+    assert [e["type"] for e in ledger_events(engine) if e["type"].startswith("alert.")] == [
+        "alert.raised",
+        "alert.acknowledged",
+        "alert.resolved",
+    ]
+    assert "Expiry job fixed." in client.get("/supervision/alerts", params={"state": "resolved"}).text
+
+    _as(client, world, "owner")
+    seen = client.get("/supervision/alerts")
+    assert seen.status_code == 200
+    assert 'data-form="resolve"' not in seen.text, "the owner reads alerts, a regulator handles them"
+    refused = client.post(f"/supervision/alerts/{alert_id}/resolve", data={"note": "x"}, headers=_as(client, world, "owner"))
+    assert refused.status_code == 403
+
+
+def test_an_auditor_sees_the_alerts_of_its_engagement_only(
+    client: TestClient[Any], engine: Engine, world: dict[str, Any]
+) -> None:
+    evidence = ledger_events(engine, "delivery.recorded")[0]["index"]
+    _raise(engine, world, "delivery.volume_spike", evidence)
+    _as(client, world, "auditor")
+    assert client.get("/supervision/alerts").status_code == 403, "no engagement yet"
+    _grant(client, world)
+    _as(client, world, "auditor")
+    seen = client.get("/supervision/alerts")
+    assert seen.status_code == 200
+    assert 'data-rule="delivery.volume_spike"' in seen.text
+    assert 'data-form="acknowledge"' not in seen.text
