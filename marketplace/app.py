@@ -21,6 +21,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 import supervision.services
+import supervision.tasks
 from billing.api import BILLING_CONTROLLERS
 from billing.services import usage as billing_usage
 from billing.stripe_gateway import StripeGateway
@@ -53,16 +54,25 @@ from marketplace.web import i18n
 from marketplace.web.billing_pages import BillingPageController
 from marketplace.web.buyer_pages import BuyerPageController
 from marketplace.web.catalog_pages import CatalogPageController
+from marketplace.web.disclosure_pages import DisclosurePageController
 from marketplace.web.ledger_pages import LedgerPageController
 from marketplace.web.licensing_pages import LicensingPageController
 from marketplace.web.operator_pages import OperatorPageController
 from marketplace.web.pages import LocaleMiddleware, PageController, install_page_globals, prepare_error_page
+from marketplace.web.supervision_alerts import SupervisionAlertsController
+from marketplace.web.supervision_dashboard import SupervisionDashboardController
+from marketplace.web.supervision_drill import SupervisionDrillController
+from marketplace.web.supervision_pages import SupervisionPageController
+from supervision.alerts_api import AlertController
 from supervision.api import EngagementController, LedgerController
+from supervision.dashboard_api import DashboardController
+from supervision.disclosure_api import DisclosureController
 from supervision.explorer_api import ExplorerController
 from supervision.export_api import PeriodExportController
 from supervision.findings_api import FindingController
 from supervision.leak_api import LeakTraceController
 from supervision.signing import load_ledger_signer
+from supervision.trail_api import TrailController
 
 WEB_DIR = Path(__file__).parent / "web"
 log = logging.getLogger(__name__)
@@ -81,6 +91,7 @@ def connect_domains() -> None:
     """Wire the domains together: every domain event core publishes goes to the ledger, in its transaction, the
     catalog follows listing decisions and licence changes, and billing reads metered use from delivery."""
     events.subscribe(supervision.services.record)
+    supervision.services.watch_appends(supervision.tasks.queue_alert_rules_after_commit)
     events.subscribe(catalog_reactions.on_domain_event)
     billing_usage.use_source(DeliveryUsage())
 
@@ -144,7 +155,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             LeakTraceController,
             PeriodExportController,
             ExplorerController,
+            DashboardController,
             FindingController,
+            AlertController,
+            DisclosureController,
+            TrailController,
             *LICENSING_CONTROLLERS,
             *CATALOG_CONTROLLERS,
             *SUBSCRIPTION_CONTROLLERS,
@@ -152,11 +167,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *BILLING_CONTROLLERS,
             PageController,
             LedgerPageController,
+            SupervisionPageController,
+            SupervisionDashboardController,
+            SupervisionDrillController,
+            SupervisionAlertsController,
             LicensingPageController,
             CatalogPageController,
             BuyerPageController,
             OperatorPageController,
             BillingPageController,
+            DisclosurePageController,
             create_static_files_router(path="/static", directories=[WEB_DIR / "static"], include_in_schema=False),
         ],
         dependencies={"db_session": Provide(provide_db_session)},

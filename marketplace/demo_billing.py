@@ -44,10 +44,18 @@ class PaidSubscription:
 
 
 async def pay_first_invoice(
-    session: AsyncSession, settings: Settings, people: dict[str, Principal], subscription_id: uuid.UUID, buyer: str, operator: str
+    session: AsyncSession,
+    settings: Settings,
+    people: dict[str, Principal],
+    subscription_id: uuid.UUID,
+    buyer: str,
+    operator: str,
+    paid_at: datetime | None = None,
 ) -> None:
     """The first payment of a subscription waiting for it (the subscription becomes active): by card as Stripe's
-    webhook records it, or by bank transfer (checkout by invoice, the operator records the transfer)."""
+    webhook records it, or by bank transfer (checkout by invoice, the operator records the transfer). ``paid_at``:
+    when the money arrived (the subscription's start in the demo's history), so the ledger's payment agrees with the
+    settlement statements computed from it."""
     if buyer not in CARD_BUYERS:
         invoice = await billing.checkout(session, people[buyer], settings, None, subscription_id, Gateway.invoice)
         await billing.record_transfer(
@@ -56,6 +64,7 @@ async def pay_first_invoice(
             invoice.id,
             amount=billing.to_decimal(invoice.amount_minor, invoice.currency),
             reference=f"DEMO-{invoice.number}",
+            received_on=paid_at.date() if paid_at is not None else None,
         )
         return
     sub = await session.get(Subscription, subscription_id)
@@ -69,7 +78,7 @@ async def pay_first_invoice(
         invoice,
         amount_minor=invoice.amount_minor,
         reference=f"pi_demo_{uuid.uuid5(uuid.NAMESPACE_URL, str(subscription_id)).hex[:16]}",
-        received_at=now,
+        received_at=paid_at or now,
         actor=STRIPE,
         fee_minor=_card_fee(invoice.amount_minor),
     )

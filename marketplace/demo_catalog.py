@@ -455,7 +455,8 @@ async def seed_catalog(
                 )
             record = await subscriptions.decide_subscription(session, operator, sub.id, True, "Proof of purpose checked")
         if record.subscription.status is SubscriptionStatus.pending_payment:
-            await pay_first_invoice(session, settings, people, sub.id, buyer, demo.operator)
+            paid_at = datetime.now(UTC) - timedelta(days=days_ago)
+            await pay_first_invoice(session, settings, people, sub.id, buyer, demo.operator, paid_at)
             paid.append(PaidSubscription(sub.id, buyer, demo.operator))
         made.append((sub.id, days_ago, calls_a_day))
     # A request waiting for the operator: public-welfare use of the registry file, on request, its proof uploaded.

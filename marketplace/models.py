@@ -13,6 +13,7 @@ from marketplace.subscriptions import models as subscription_models
 from supervision import explorer as supervision_explorer
 from supervision import findings as supervision_findings
 from supervision import models as supervision_models
+from supervision import rollup as supervision_rollup
 
 __all__ = [
     "SQLModel",
@@ -26,6 +27,7 @@ __all__ = [
     "supervision_explorer",
     "supervision_findings",
     "supervision_models",
+    "supervision_rollup",
 ]
 
 metadata = SQLModel.metadata

@@ -321,3 +321,38 @@ def event_in_scope(event: Mapping[str, Any], scope: Scope | None) -> bool:
     except (KeyError, ValueError):
         return False
     return scope.covers(event.get("orgs") or (), moment)
+
+
+async def refuse_outside(
+    session: AsyncSession, principal: Principal, *, path: str, query: str = "", detail: str = "Outside your firm's engagements."
+) -> None:
+    """Record an auditor's read refused because it falls outside its engagements in force (``records.read_refused``,
+    in a transaction of its own: nothing else is written), then raise 403 ``outside_engagement``."""
+    await session.rollback()
+    await publish(
+        session,
+        DomainEvent(
+            "records.read_refused",
+            Actor.of(principal),
+            orgs=(principal.org_id,),
+            payload={"path": path[:300], "query": query[:500], "party": principal.org_kind.value, "code": "outside_engagement"},
+        ),
+    )
+    await session.commit()
+    raise Forbidden(detail, code="outside_engagement")
+
+
+def spans_in_force(auditor_id: uuid.UUID, now: datetime | None = None) -> Any:
+    """A subquery of the (``operator_id``, ``period_start``, ``period_end``) an auditor's engagements in force at
+    ``now`` cover, for other domains to scope their own records by in SQL (licensing: a licence whose operator is
+    covered and whose term overlaps a covered period)."""
+    return (
+        select(col(EngagementOperator.operator_id), col(Engagement.period_start), col(Engagement.period_end))
+        .join(Engagement, col(Engagement.id) == col(EngagementOperator.engagement_id))
+        .where(
+            Engagement.auditor_id == auditor_id,
+            col(Engagement.revoked_at).is_(None),
+            col(Engagement.expires_at) > (now or utcnow()),
+        )
+        .subquery("spans_in_force")
+    )

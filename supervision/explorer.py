@@ -3,7 +3,8 @@ period and amount, newest first with keyset pagination; fast on millions of even
 
 It reads a read model of the ledger (DESIGN.md §3: supervision sees the other domains only through their events):
 ``event_index`` (one row per entry: type, time, the subjects it names, the amount it carries) and ``event_org``
-(one row per organisation an event concerns), indexed for the filters. :func:`index_new_events` keeps them in step
+(one row per organisation an event concerns), indexed for the filters; and the dashboard's daily rollups
+(``supervision/rollup.py``), written in the same transaction. :func:`index_new_events` keeps them in step
 with ``ledger_entry`` by index (idempotent, resumable); every explorer query first catches up, so an answer always
 includes every event committed before it.
 """
@@ -28,6 +29,7 @@ from marketplace.core.errors import Forbidden, InvalidInput
 from marketplace.core.types import UTCDateTime
 from supervision.engagements import Scope
 from supervision.models import LedgerEntry
+from supervision.rollup import add_to_rollup
 
 #: Entries indexed per transaction while catching up.
 BATCH = 5000
@@ -103,8 +105,10 @@ async def index_new_events(session: AsyncSession, batch: int = BATCH) -> int:
             return done
         events: list[dict[str, Any]] = []
         orgs: list[dict[str, Any]] = []
+        decoded: list[dict[str, Any]] = []
         for index, leaf in rows:
             event = json.loads(leaf)
+            decoded.append(event)
             subjects = event.get("subjects") or {}
             amount, currency = _amount(event.get("payload") or {})
             events.append(
@@ -120,12 +124,14 @@ async def index_new_events(session: AsyncSession, batch: int = BATCH) -> int:
                 }
             )
             moment = events[-1]["occurred_at"]
+            event["occurred_at"] = moment
             orgs.extend(
                 {"leaf_index": index, "org_id": org, "occurred_at": moment} for org in dict.fromkeys(event.get("orgs") or ())
             )
         try:
             await insert_many(session, EventIndex.__table__, events)  # type: ignore[attr-defined]
             await insert_many(session, EventOrg.__table__, orgs)  # type: ignore[attr-defined]
+            await add_to_rollup(session, decoded)  # the dashboard's rollups, counted once with the index rows
             await session.commit()
         except IntegrityError:  # another indexer took this batch: carry on from what it wrote
             await session.rollback()

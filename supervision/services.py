@@ -67,6 +67,17 @@ async def _lock_head(session: AsyncSession) -> LedgerHead:
     return (await session.exec(select(LedgerHead).where(LedgerHead.id == 1).execution_options(populate_existing=True))).one()
 
 
+#: Called with the session and the events of every append (before the commit), e.g. to run the alert rules after it.
+AppendWatcher = Callable[[AsyncSession, Sequence[DomainEvent]], None]
+_append_watchers: list[AppendWatcher] = []
+
+
+def watch_appends(watcher: AppendWatcher) -> None:
+    """Register ``watcher`` once (idempotent: apps are built many times in one process)."""
+    if watcher not in _append_watchers:
+        _append_watchers.append(watcher)
+
+
 async def record(session: AsyncSession, event: DomainEvent) -> int:
     """Append ``event`` to the ledger in the caller's transaction; returns its index. The caller commits."""
     return (await record_many(session, [event]))[0]
@@ -108,6 +119,8 @@ async def record_many(session: AsyncSession, events: Sequence[DomainEvent]) -> l
     await session.flush()
     await insert_many(session, LedgerEntry.__table__, entries)  # type: ignore[attr-defined]
     await insert_many(session, LedgerNode.__table__, nodes)  # type: ignore[attr-defined]
+    for watcher in _append_watchers:
+        watcher(session, events)
     return indices
 
 
@@ -236,6 +249,23 @@ async def inclusion_proof(session: AsyncSession, index: int, tree_size: int) -> 
         session,
         tree_size,
         lambda perfect: merkle.inclusion_proof(index, tree_size, lambda a, b: merkle.range_hash(a, b, perfect)),
+    )
+
+
+async def inclusion_proofs(session: AsyncSession, indices: Sequence[int], tree_size: int) -> dict[int, list[bytes]]:
+    """RFC 9162 inclusion proofs of several entries in the tree of ``tree_size`` entries, in one read of the
+    subtree hashes they need (a page of events shown with their proofs costs one round trip, not one per event)."""
+    wanted = sorted(set(indices))
+    if any(not 0 <= index < tree_size for index in wanted):
+        raise InvalidInput(f"Every entry must be in the tree of size {tree_size}.", code="index_out_of_range")
+    if not wanted:
+        return {}
+    return await _with_stored_hashes(
+        session,
+        tree_size,
+        lambda perfect: {
+            index: merkle.inclusion_proof(index, tree_size, lambda a, b: merkle.range_hash(a, b, perfect)) for index in wanted
+        },
     )
 
 
@@ -394,8 +424,10 @@ async def self_check(session: AsyncSession, signer: LedgerSigner) -> SelfCheck:
             problems.extend(await _check_stored_nodes(session, tree))
     result = SelfCheck(ok=not problems, checked_entries=tree.size, checkpoints=len(checkpoints), problems=problems)
     if problems:
-        session.add(SupervisionAlert(rule="ledger.self_check_failed", severity="critical", detail="; ".join(problems)))
-        await session.commit()
+        from supervision.alerts import raise_self_check_failure  # alerts records through this module
+
+        await session.rollback()
+        await raise_self_check_failure(session, problems, tree.size)
     return result
 
 

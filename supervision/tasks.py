@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
-from marketplace.core.tasks import celery_app, periodic, run_in_session, task_settings
-from supervision import explorer, services
+from sqlalchemy import event as orm_event
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from marketplace.core.events import DomainEvent
+from marketplace.core.tasks import celery_app, enqueue, periodic, run_in_session, task_settings
+from supervision import alerts, explorer, services
 from supervision.signing import load_ledger_signer
 
 
@@ -33,3 +40,57 @@ def index_events_task() -> dict[str, Any]:
     """Bring the explorer's read model up to the ledger (the explorer also catches up before every query).
     Idempotent."""
     return {"indexed": run_in_session(explorer.index_new_events)}
+
+
+#: Where the periodic run of the alert rules keeps how far it got (under the settings' var folder).
+ALERT_CURSOR_FILE = "alert-rules-cursor.json"
+#: At most one run queued by new events per this many seconds per process (the periodic run catches the rest).
+ALERT_RUN_DEBOUNCE_SECONDS = 5.0
+
+
+@periodic(seconds=60)
+@celery_app.task(name="supervision.evaluate_alert_rules_task")
+def evaluate_alert_rules_task() -> dict[str, Any]:
+    """Run the alert rules over the ledger entries recorded since the last run. Idempotent (alerts are raised once
+    per key; a lost cursor only means a longer run)."""
+    cursor = alerts.FileCursor(task_settings().var_dir / ALERT_CURSOR_FILE)
+    result = run_in_session(lambda session: alerts.evaluate_new_events(session, cursor))
+    return {"start": result.start, "next_index": result.next_index, "examined": result.examined, "raised": len(result.raised)}
+
+
+_last_queued = [0.0]
+_queue_lock = threading.Lock()
+
+
+def _runs_background_jobs() -> bool:
+    """Whether queued tasks run somewhere: Celery workers (Redis), or this process's periodic-jobs thread (the
+    embedded web server). Not in tests, commands or the demo seeding, where a concurrent run would only compete."""
+    if task_settings().redis_url:
+        return True
+    return any(thread.name == "periodic-jobs" and thread.is_alive() for thread in threading.enumerate())
+
+
+def _queue_alert_rules() -> None:
+    """Queue a run of the alert rules, unless one was queued moments ago or nothing runs background jobs."""
+    if not _runs_background_jobs():
+        return
+    with _queue_lock:
+        now = time.monotonic()
+        if now - _last_queued[0] < ALERT_RUN_DEBOUNCE_SECONDS:
+            return
+        _last_queued[0] = now
+    enqueue(evaluate_alert_rules_task)
+
+
+def queue_alert_rules_after_commit(session: AsyncSession, events: Sequence[DomainEvent]) -> None:
+    """A ledger append watcher: when ``events`` include one an alert rule starts from, run the rules once the
+    transaction has committed (a rolled-back change raises nothing)."""
+    if not any(alerts.is_trigger(e.type) for e in events) or session.info.get("alert_rules_queued"):
+        return
+    session.info["alert_rules_queued"] = True
+
+    def after_commit(_session: Any) -> None:
+        session.info.pop("alert_rules_queued", None)
+        _queue_alert_rules()
+
+    orm_event.listen(session.sync_session, "after_commit", after_commit, once=True)

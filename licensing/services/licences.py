@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from licensing import auditing
 from licensing.models import (
     DataResource,
     DeliveryMode,
@@ -252,6 +253,9 @@ async def _record_change(
                 "reason": reason,
                 "resource_ids": [str(i) for i in resource_ids],
                 "term": {"starts_on": licence.starts_on.isoformat(), "ends_on": licence.ends_on.isoformat()},
+                # What supervision's alert rules check subscriptions and plans against.
+                "purposes": terms["purposes"],
+                "price_caps": terms["price_caps"],
             },
         ),
     )
@@ -517,15 +521,21 @@ def _scoped(principal: Principal) -> Any:
         return stmt.where(Licence.owner_org_id == principal.org_id)
     if principal.org_kind is OrgKind.operator:
         return stmt.where(Licence.operator_id == principal.org_id)
+    if auditing.is_auditor(principal):
+        return stmt.where(col(Licence.id).in_(auditing.covered_licence_ids(principal)))
     if principal.org_kind in READS_ALL:
         return stmt
     raise Forbidden("Buyers see no licensing records.", code="party_not_allowed")
 
 
 async def get_licence(session: AsyncSession, principal: Principal, licence_id: uuid.UUID) -> Licence:
-    """One licence the caller may see (404 ``licence_not_found`` otherwise, without revealing that it exists)."""
+    """One licence the caller may see (404 ``licence_not_found`` otherwise, without revealing that it exists; an
+    auditor asking for a licence outside its engagements: 403 ``outside_engagement``, recorded)."""
     licence = (await session.exec(_scoped(principal).where(Licence.id == licence_id))).first()
     if licence is None:
+        path = auditing.record_path("licences", licence_id)
+        await auditing.require_engagement(session, principal, path)
+        await auditing.refuse_record(session, principal, path, await session.get(Licence, licence_id) is not None)
         raise NotFound("No such licence.", code="licence_not_found")
     return licence  # type: ignore[no-any-return]
 
@@ -539,7 +549,9 @@ async def list_licences(
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[list[LicenceView], int]:
-    """Licences the caller may see, newest first, and how many match in all."""
+    """Licences the caller may see, newest first, and how many match in all (an auditor without an engagement in
+    force: 403 ``outside_engagement``, recorded)."""
+    await auditing.require_engagement(session, principal, "/api/licensing/licences")
     stmt = _scoped(principal)
     if status is not None:
         stmt = stmt.where(Licence.status == status)

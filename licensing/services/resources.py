@@ -20,6 +20,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from licensing import auditing
 from licensing.contents import SourceFormat, StoredContents, store_contents
 from licensing.models import DataResource, Department, Licence, LicenceResource, LicenceStatus, ResourceVersion
 from licensing.schemas import DepartmentCreate, FieldSpec, ResourceCreate, ResourceUpdate
@@ -74,7 +75,9 @@ def scope_resources(stmt: SelectOfScalar[T], principal: Principal) -> SelectOfSc
         return stmt.where(DataResource.owner_org_id == principal.org_id)
     if principal.org_kind is OrgKind.operator:
         return stmt.where(col(DataResource.id).in_(licensed_resource_ids(principal.org_id)))
-    return stmt  # regulator and auditor read everything (auditor engagements narrow this later)
+    if auditing.is_auditor(principal):  # the resources named by the licences its engagements in force cover
+        return stmt.where(col(DataResource.id).in_(auditing.covered_resource_ids(principal)))
+    return stmt  # regulators read everything
 
 
 def scope_departments(stmt: SelectOfScalar[T], principal: Principal) -> SelectOfScalar[T]:
@@ -85,6 +88,9 @@ def scope_departments(stmt: SelectOfScalar[T], principal: Principal) -> SelectOf
     if principal.org_kind is OrgKind.operator:
         holding = select(DataResource.department_id).where(col(DataResource.id).in_(licensed_resource_ids(principal.org_id)))
         return stmt.where(col(Department.id).in_(holding))
+    if auditing.is_auditor(principal):
+        covered = select(DataResource.department_id).where(col(DataResource.id).in_(auditing.covered_resource_ids(principal)))
+        return stmt.where(col(Department.id).in_(covered))
     return stmt
 
 
@@ -119,6 +125,7 @@ async def create_department(session: AsyncSession, principal: Principal, data: D
 
 async def list_departments(session: AsyncSession, principal: Principal) -> list[Department]:
     """The departments the caller may see, by code."""
+    await auditing.require_engagement(session, principal, "/api/licensing/departments")
     stmt = scope_departments(select(Department), principal)
     return list((await session.exec(stmt.order_by(col(Department.code)))).all())
 
@@ -207,6 +214,9 @@ async def _visible_resource(session: AsyncSession, principal: Principal, resourc
     stmt = scope_resources(select(DataResource).where(DataResource.id == resource_id), principal)
     resource = (await session.exec(stmt)).first()
     if resource is None:
+        path = auditing.record_path("resources", resource_id)
+        await auditing.require_engagement(session, principal, path)
+        await auditing.refuse_record(session, principal, path, await session.get(DataResource, resource_id) is not None)
         raise NotFound("No such resource.", code="resource_not_found")
     return resource
 
@@ -385,7 +395,9 @@ async def _record_version(
 async def list_resources(
     session: AsyncSession, principal: Principal, *, department_id: uuid.UUID | None = None
 ) -> list[DataResource]:
-    """The resources the caller may see, by code."""
+    """The resources the caller may see, by code (an auditor without an engagement in force: 403
+    ``outside_engagement``, recorded)."""
+    await auditing.require_engagement(session, principal, "/api/licensing/resources")
     stmt = scope_resources(select(DataResource), principal)
     if department_id is not None:
         stmt = stmt.where(DataResource.department_id == department_id)

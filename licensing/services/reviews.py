@@ -23,6 +23,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from licensing import auditing
 from licensing.models import (
     DataResource,
     DeliveryMode,
@@ -276,7 +277,9 @@ async def submit_for_listing(
 
 
 def _scoped(stmt: SelectOfScalar[Any], principal: Principal) -> SelectOfScalar[Any]:
-    if principal.org_kind in (OrgKind.regulator, OrgKind.auditor):
+    if auditing.is_auditor(principal):  # reviews of the licences its engagements cover
+        return stmt.where(col(ListingReview.licence_id).in_(auditing.covered_licence_ids(principal)))
+    if principal.org_kind is OrgKind.regulator:
         return stmt
     if principal.org_kind is OrgKind.operator:
         return stmt.where(ListingReview.operator_id == principal.org_id)
@@ -288,6 +291,7 @@ def _scoped(stmt: SelectOfScalar[Any], principal: Principal) -> SelectOfScalar[A
 
 async def count_reviews_by_status(session: AsyncSession, principal: Principal) -> dict[ReviewStatus, int]:
     """How many reviews the caller may see are in each status (one query; statuses with none count 0)."""
+    await auditing.require_engagement(session, principal, "/api/licensing/reviews")
     counted: Any = select(ListingReview.status, func.count())  # rows of (status, count): scoped like any review read
     stmt = _scoped(counted, principal).group_by(col(ListingReview.status))
     counts = dict.fromkeys(ReviewStatus, 0)
@@ -306,7 +310,9 @@ async def list_reviews(
     offset: int = 0,
 ) -> tuple[list[ListingReview], int]:
     """Reviews the caller may see, newest first, and how many match: an operator its own, the owner those on its
-    licences (its review queue with ``status=pending``), regulators and auditors all."""
+    licences (its review queue with ``status=pending``), regulators all, auditors those of the licences their
+    engagements in force cover (none in force: 403 ``outside_engagement``, recorded)."""
+    await auditing.require_engagement(session, principal, "/api/licensing/reviews")
     stmt = _scoped(select(ListingReview), principal)
     if status is not None:
         stmt = stmt.where(ListingReview.status == status)
@@ -323,6 +329,9 @@ async def get_review(session: AsyncSession, principal: Principal, review_id: uui
     """One review the caller may see (404 otherwise)."""
     review = (await session.exec(_scoped(select(ListingReview), principal).where(ListingReview.id == review_id))).first()
     if review is None:
+        path = auditing.record_path("reviews", review_id)
+        await auditing.require_engagement(session, principal, path)
+        await auditing.refuse_record(session, principal, path, await session.get(ListingReview, review_id) is not None)
         raise NotFound("No such listing review.", code="review_not_found")
     assert isinstance(review, ListingReview)
     return review

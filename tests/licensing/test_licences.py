@@ -466,7 +466,8 @@ def test_who_sees_which_licences(client: TestClient[Any], engine: Engine, partie
     assert seen("operator") == {ids["mine"], ids["draft"], ids["elsewhere"]}
     assert seen("other_operator") == {ids["theirs"]}
     assert seen("regulator") == set(ids.values())
-    assert seen("auditor") == set(ids.values())
+    _as(client, parties, "auditor")  # no engagement in force: nothing (scoping: tests/licensing/test_auditor_scope.py)
+    assert_problem(client.get(BASE), 403, "outside_engagement")
     assert seen("owner", status="granted") == {ids["mine"]}
     assert seen("owner", operator_id=str(parties.other_operator.id)) == {ids["theirs"]}
     assert seen("regulator", status="granted", operator_id=str(parties.operator.id)) == {ids["mine"], ids["elsewhere"]}
@@ -517,7 +518,7 @@ def test_the_timeline_and_the_ledger_hold_every_change_with_its_reason(
         (5, "reinstated", "granted", "Complaint unfounded"),
         (6, "revoked", "revoked", "Operator breached the purpose limits"),
     ]
-    for who in ("owner", "operator", "regulator", "auditor"):
+    for who in ("owner", "operator", "regulator"):
         _as(client, parties, who)
         versions = client.get(f"{url}/versions").json()
         assert versions["total"] == 6

@@ -46,7 +46,8 @@ class LicenceWorld:
     licences: dict[LicenceStatus, str]
 
 
-READ = _by(401, 200, 200, 403, 403, 200, 200)
+#: The matrix's auditor has no engagement in force: 403 ``outside_engagement`` (in scope: test_auditor_scope.py).
+READ = _by(401, 200, 200, 403, 403, 200, 403)
 OWNER_CHANGES = _by(401, 200, 403, 403, 403, 403, 403)
 
 

@@ -51,7 +51,8 @@ class UploadCase(Case):
     content_type: str = "text/csv"
 
 
-READ = _by(401, 200, 200, 403, 403, 200, 200)
+#: The matrix's auditor has no engagement in force: 403 ``outside_engagement`` (in scope: test_auditor_scope.py).
+READ = _by(401, 200, 200, 403, 403, 200, 403)
 OWNER_WRITES = _by(401, 201, 403, 403, 403, 403, 403)
 
 

@@ -45,7 +45,8 @@ class ReviewWorld:
     review_id: str
 
 
-READ = _by(401, 200, 200, 403, 403, 200, 200)
+#: The matrix's auditor has no engagement in force: 403 ``outside_engagement`` (in scope: test_auditor_scope.py).
+READ = _by(401, 200, 200, 403, 403, 200, 403)
 OPERATOR_WRITES = _by(401, 403, 201, 403, 403, 403, 403)
 OWNER_DECIDES = _by(401, 200, 403, 403, 403, 403, 403)
 

@@ -303,8 +303,10 @@ def test_each_party_sees_only_what_it_may(settings: Settings, engine: Engine) ->
     assert_problem(as_party(world, "owner_b", "GET", path), 404, "review_not_found")
     assert_problem(as_party(world, "owner_b", "POST", f"{path}/approve", {"reason": "mine?"}), 404, "review_not_found")
     assert as_party(world, "owner_b", "GET", REVIEWS).json()["total"] == 0
-    # Supervisors read everything; buyers nothing.
-    for party in ("regulator", "auditor", "owner", "operator"):
+    # Regulators read everything (auditors only within an engagement: tests/licensing/test_auditor_scope.py);
+    # buyers nothing.
+    assert_problem(as_party(world, "auditor", "GET", REVIEWS), 403, "outside_engagement")
+    for party in ("regulator", "owner", "operator"):
         assert as_party(world, party, "GET", path).status_code == 200, party
         assert as_party(world, party, "GET", REVIEWS).json()["total"] == 1, party
     assert_problem(as_party(world, "buyer", "GET", REVIEWS), 403, "party_not_allowed")

@@ -149,7 +149,8 @@ def test_self_check_button_for_a_regulator(client: TestClient, engine: Engine) -
 
 
 def test_ledger_page_shows_the_checkpoint_a_verified_proof_and_the_self_check(client: TestClient, engine: Engine) -> None:
-    auditor = make_user(engine, make_org(engine, OrgKind.auditor))
+    # A regulator: an auditor looks up only entries of its engagements (tests/supervision/test_ledger_page_scope.py).
+    auditor = make_user(engine, make_org(engine, OrgKind.regulator))
     buyer = make_user(engine, make_org(engine, OrgKind.buyer))
     login(client, buyer.email, PASSWORD)
     login(client, buyer.email, PASSWORD)
