@@ -1,4 +1,9 @@
-"""The ledger page for supervisors: latest checkpoint, growth, entry lookup with its proof, and verify."""
+"""The ledger page for supervisors: latest checkpoint, growth, entry lookup with its proof, and verify.
+
+An auditor looks up only entries inside its firm's engagements in force (other operators' entries, entries outside
+its period, or any entry without an engagement in force: a refused page, 403 ``outside_engagement``, the attempt
+recorded as ``records.read_refused``). The rest of the page (counts, root, signed checkpoint, the self-check) shows
+hashes and counts only, like the ledger export and the proof endpoints, and stays open to every auditor."""
 
 from __future__ import annotations
 
@@ -11,12 +16,14 @@ from litestar.datastructures import State
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
-from marketplace.core.errors import DomainError
+from marketplace.core.errors import DomainError, Forbidden
 from marketplace.core.http import DbSession
 from marketplace.core.principal import OrgKind, Principal
 from marketplace.web.i18n import gettext_ as _
 from marketplace.web.pages import forbidden_page, login_redirect, page
 from supervision import merkle, services
+from supervision.engagements import auditor_scope, event_in_scope, refuse_outside
+from supervision.models import LedgerEntry
 from supervision.note import open_checkpoint
 
 SUPERVISORS = frozenset({OrgKind.owner, OrgKind.regulator, OrgKind.auditor})
@@ -81,6 +88,10 @@ class LedgerPageController(Controller):
             return login_redirect(request)
         if principal.org_kind not in SUPERVISORS:
             return _not_a_supervisor(request)
+        try:
+            await _check_auditor(request, db_session, principal, entry)
+        except Forbidden as refused:
+            return _outside_engagement(request, refused.detail)
         return page(request, "ledger.html", check=None, **await self._context(db_session, state, entry))
 
     @post("/supervision/ledger/verify", opt={"read_only_ok": True})
@@ -92,6 +103,23 @@ class LedgerPageController(Controller):
             return _not_a_supervisor(request)
         result = await services.self_check(db_session, state.ledger_signer)
         return page(request, "ledger.html", check=result, **await self._context(db_session, state, None))
+
+
+async def _check_auditor(request: Request[Any, Any, Any], db_session: DbSession, principal: Principal, entry: int | None) -> None:
+    """An auditor looking up an entry outside its engagements in force (any entry, without one): record the attempt
+    and refuse (Forbidden ``outside_engagement``). An entry that does not exist is left to the lookup (it says so)."""
+    if entry is None or principal.org_kind is not OrgKind.auditor:
+        return
+    scope = await auditor_scope(db_session, principal)
+    row = await db_session.get(LedgerEntry, entry)
+    if row is not None and not event_in_scope(json.loads(row.leaf_input), scope):
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        detail = _("This entry is outside your firm's engagements.")
+        await refuse_outside(db_session, principal, path=request.url.path, query=query, detail=detail)
+
+
+def _outside_engagement(request: Request[Any, Any, Any], detail: str) -> Template:
+    return page(request, "error.html", status_code=403, status=403, code="outside_engagement", title="Forbidden", detail=detail)
 
 
 def _not_a_supervisor(request: Request[Any, Any, Any]) -> Template:

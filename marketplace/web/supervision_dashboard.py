@@ -23,6 +23,7 @@ from marketplace.web.i18n import gettext_ as _
 from marketplace.web.pages import page
 from marketplace.web.supervision_pages import _day, _refused_page, _supervisor, refusal
 from supervision.dashboard import read_dashboard
+from supervision.scorecard import read_scorecards
 
 #: The currency the charts draw (the others are in the tables).
 CHART_CURRENCY = "CNY"
@@ -109,5 +110,40 @@ class SupervisionDashboardController(Controller):
             problem=problem,
             values=values,
             welfare_percent=None if share is None else round(Decimal(share) * 100, 1),
+            currency=CHART_CURRENCY,
+        )
+
+    @get("/supervision/scorecard")
+    async def scorecard(self, request: Request[Any, Any, Any], db_session: DbSession) -> Template | Redirect:
+        """Every operator's scorecard for a period (an audit firm: its engagement's operators)."""
+        who = _supervisor(request)
+        if not isinstance(who, Principal):
+            return who
+        query = request.query_params
+        values = {k: str(query.get(k) or "") for k in ("start", "end")}
+        problem = None
+        try:
+            try:
+                start, end = _day(values["start"], "start"), _day(values["end"], "end")
+                cards = await read_scorecards(db_session, who, start, end, path=request.url.path, query=request.url.query)
+            except DomainError as exc:
+                if exc.status == 403:
+                    raise
+                problem = refusal(exc)
+                cards = await read_scorecards(db_session, who, None, None, path=request.url.path)
+        except DomainError as exc:
+            return _refused_page(request, exc)
+        return page(
+            request,
+            "supervision/scorecard.html",
+            status_code=400 if problem else 200,
+            cards=cards,
+            problem=problem,
+            values=values,
+            revenue=stacked_bars(
+                [c["name"] for c in cards],
+                {_("Net revenue"): [_dec(c["revenue"]["net"].get(CHART_CURRENCY)) for c in cards]},
+                unit=f" {CHART_CURRENCY}",
+            ),
             currency=CHART_CURRENCY,
         )

@@ -9,7 +9,6 @@ caused it, in the page language.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
@@ -39,8 +38,8 @@ from supervision import engagements, findings
 from supervision.engagements import event_in_scope, read_scope
 from supervision.explorer import MAX_LIMIT, EventFilter, explore
 from supervision.leaks import MAX_LEAK_BYTES, trace_leak
-from supervision.models import LedgerEntry
 from supervision.period_export import export_period
+from supervision.rollup import EventRollup
 from supervision.schemas import EngagementCreate
 
 SUPERVISORS = frozenset({OrgKind.owner, OrgKind.regulator, OrgKind.auditor})
@@ -75,10 +74,6 @@ DONE = {
     "granted": _n("Engagement granted."),
     "revoked": _n("Engagement revoked."),
 }
-
-#: How long the list of event types offered in the explorer is kept (it only grows with new kinds of events).
-TYPES_TTL_S = 300.0
-_types_cache: tuple[float, list[str]] = (0.0, [])
 
 
 def refusal(exc: DomainError) -> str:
@@ -116,14 +111,10 @@ async def organisations(session: AsyncSession, kinds: tuple[OrgKind, ...] | None
 
 
 async def event_types(session: AsyncSession) -> list[str]:
-    """The kinds of events the ledger holds (cached a few minutes: it changes only when a new kind first appears)."""
-    global _types_cache
-    fetched, types = _types_cache
-    if time.monotonic() - fetched < TYPES_TTL_S and types:
-        return types
-    types = sorted((await session.exec(select(LedgerEntry.event_type).distinct())).all())
-    _types_cache = (time.monotonic(), types)
-    return types
+    """The kinds of events the ledger holds, from the monthly rollup (small, and current once the explorer has
+    caught its read model up)."""
+    found = await session.exec(select(EventRollup.event_type).where(EventRollup.span == "m").distinct())
+    return sorted(found.all())
 
 
 def _uuid(value: str | None, name: str) -> uuid.UUID | None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import csv
 import re
-from concurrent.futures import ThreadPoolExecutor
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,7 @@ def test_the_regulator_drills_from_the_dashboard_to_a_delivery_proof_raises_a_fi
     # The month exported as CSV, with every event of the month the checkpoint covers.
     page.goto("/supervision/exports")
     first: date = world["first"]
-    page.get_by_label("From").fill(first.isoformat())
+    page.get_by_label("First day").fill(first.isoformat())
     page.get_by_label("Until (not included)").fill((first + timedelta(days=31)).isoformat())
     with page.expect_download() as download:
         page.get_by_role("button", name="Download").click()

@@ -424,3 +424,23 @@ def test_an_auditor_sees_the_alerts_of_its_engagement_only(
     assert seen.status_code == 200
     assert 'data-rule="delivery.volume_spike"' in seen.text
     assert 'data-form="acknowledge"' not in seen.text
+
+
+def test_the_scorecard_lists_each_operator_with_its_figures(
+    client: TestClient[Any], engine: Engine, world: dict[str, Any]
+) -> None:
+    _as(client, world, "regulator")
+    start, end = DAY.isoformat(), (DAY + timedelta(days=20)).isoformat()
+    shown = client.get("/supervision/scorecard", params={"start": start, "end": end})
+    assert shown.status_code == 200
+    cards = client.get("/api/supervision/scorecard", params={"start": start, "end": end}).json()["items"]
+    for card in cards:
+        row = shown.text.split(f'data-operator="{card["operator_id"]}"')[1].split("</tr>")[0]
+        assert card["revenue"]["net"]["CNY"] + " CNY" in row
+    assert 'data-chart="net-revenue"' in shown.text
+    _grant(client, world)
+    _as(client, world, "auditor")
+    scoped = client.get("/supervision/scorecard", params={"start": start, "end": end})
+    assert scoped.status_code == 200
+    assert "Harbour Data Ops" in scoped.text
+    assert "Summit Analytics" not in scoped.text
