@@ -90,6 +90,19 @@ class SupervisionAlert(SQLModel, table=True):
     resolution_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
+class SupervisionCursor(SQLModel, table=True):
+    """How far a periodic run over the ledger got (e.g. the alert rules): the next index, and the leaf hash of the
+    entry before it, so that a ledger replaced under it (a test database emptied between runs) is read again from
+    the start."""
+
+    __tablename__ = "supervision_cursor"
+
+    name: str = Field(max_length=80, primary_key=True)
+    next_index: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    leaf_hash: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32), nullable=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 class EngagementBase(SQLModel):
     """What the owner lets an audit firm look at: which transactions (period, inclusive, UTC days) and until when."""
 

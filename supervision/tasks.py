@@ -42,8 +42,6 @@ def index_events_task() -> dict[str, Any]:
     return {"indexed": run_in_session(explorer.index_new_events)}
 
 
-#: Where the periodic run of the alert rules keeps how far it got (under the settings' var folder).
-ALERT_CURSOR_FILE = "alert-rules-cursor.json"
 #: At most one run queued by new events per this many seconds per process (the periodic run catches the rest).
 ALERT_RUN_DEBOUNCE_SECONDS = 5.0
 
@@ -53,7 +51,7 @@ ALERT_RUN_DEBOUNCE_SECONDS = 5.0
 def evaluate_alert_rules_task() -> dict[str, Any]:
     """Run the alert rules over the ledger entries recorded since the last run. Idempotent (alerts are raised once
     per key; a lost cursor only means a longer run)."""
-    cursor = alerts.FileCursor(task_settings().var_dir / ALERT_CURSOR_FILE)
+    cursor = alerts.StoredCursor("alert_rules")
     result = run_in_session(lambda session: alerts.evaluate_new_events(session, cursor))
     return {"start": result.start, "next_index": result.next_index, "examined": result.examined, "raised": len(result.raised)}
 

@@ -26,7 +26,7 @@ The rules (:data:`RULES`):
 * ``ledger.self_check_failed`` (critical): raised by ``services.self_check``. One alert per UTC day.
 
 :func:`evaluate` runs every rule over the relevant ledger entries from an index on (a cursor kept by the caller,
-see :class:`FileCursor`); rules that need context (the end of an entitlement, a licence's purposes) look it up in
+see :class:`StoredCursor`); rules that need context (the end of an entitlement, a licence's purposes) look it up in
 the read model, whatever its index.
 """
 
@@ -58,7 +58,7 @@ from supervision.alerts.handling import (
 )
 from supervision.alerts.rules import (
     Evaluation,
-    FileCursor,
+    StoredCursor,
     evaluate,
     evaluate_new_events,
     raise_self_check_failure,
@@ -79,8 +79,8 @@ __all__ = [
     "AlertSeverity",
     "AlertState",
     "Evaluation",
-    "FileCursor",
     "Hit",
+    "StoredCursor",
     "acknowledge",
     "alert_in_scope",
     "evaluate",

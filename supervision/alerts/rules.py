@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
 from babel.numbers import get_currency_precision
@@ -47,7 +44,7 @@ from supervision.alerts._core import (
     raise_alert,
 )
 from supervision.explorer import EventIndex, EventOrg, index_new_events
-from supervision.models import LedgerEntry, SupervisionAlert
+from supervision.models import LedgerEntry, SupervisionAlert, SupervisionCursor
 
 # --- the rules -----------------------------------------------------------------------------------
 
@@ -487,38 +484,37 @@ async def evaluate(session: AsyncSession, start: int = 0, *, batch: int = BATCH)
     return result
 
 
-class FileCursor:
-    """Where the periodic run keeps how far it got: a small JSON file (the next index, and the leaf hash of the entry
-    before it, so that a ledger replaced under it, as in a test database emptied between runs, is evaluated again
-    from the start). Losing it costs one full run, nothing more: raising is idempotent."""
+class StoredCursor:
+    """Where the periodic run keeps how far it got: a row of ``supervision_cursor`` (the next index, and the leaf hash
+    of the entry before it, so that a ledger replaced under it is evaluated again from the start). Shared by every
+    worker; losing it costs one full run, nothing more: raising is idempotent."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, name: str = "alert_rules") -> None:
+        self.name = name
 
     async def load(self, session: AsyncSession) -> int:
         """The index to start from (0 when unknown or no longer matching the ledger)."""
-        try:
-            saved = json.loads(self.path.read_text(encoding="utf-8"))
-            position, expected = int(saved["next_index"]), str(saved["hash"])
-        except (OSError, ValueError, KeyError, TypeError):
+        saved = await session.get(SupervisionCursor, self.name)
+        if saved is None or saved.next_index <= 0 or saved.leaf_hash is None:
             return 0
-        if position <= 0:
-            return 0
-        entry = await session.get(LedgerEntry, position - 1)
-        return position if entry is not None and entry.leaf_hash.hex() == expected else 0
+        entry = await session.get(LedgerEntry, saved.next_index - 1)
+        return saved.next_index if entry is not None and bytes(entry.leaf_hash) == bytes(saved.leaf_hash) else 0
 
     async def save(self, session: AsyncSession, position: int) -> None:
-        """Remember ``position`` (written atomically)."""
+        """Remember ``position`` (commits)."""
         entry = await session.get(LedgerEntry, position - 1) if position > 0 else None
         if entry is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"next_index": position, "hash": entry.leaf_hash.hex()}), encoding="utf-8")
-        temporary.replace(self.path)
+        saved = await session.get(SupervisionCursor, self.name) or SupervisionCursor(name=self.name)
+        saved.next_index, saved.leaf_hash, saved.updated_at = position, bytes(entry.leaf_hash), utcnow()
+        session.add(saved)
+        try:
+            await session.commit()
+        except IntegrityError:  # another run saved it first: its position is as good as ours
+            await session.rollback()
 
 
-async def evaluate_new_events(session: AsyncSession, cursor: FileCursor) -> Evaluation:
+async def evaluate_new_events(session: AsyncSession, cursor: StoredCursor) -> Evaluation:
     """One periodic run: from where the last run stopped to the head."""
     result = await evaluate(session, await cursor.load(session))
     await cursor.save(session, result.next_index)

@@ -10,7 +10,6 @@ import threading
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -390,8 +389,8 @@ def test_a_second_run_raises_nothing_new(engine: Engine) -> None:
     assert len(_alerts(engine)) == 1
 
 
-def test_the_cursor_resumes_and_starts_over_on_another_ledger(engine: Engine, tmp_path: Path) -> None:
-    cursor = alerts.FileCursor(tmp_path / "cursor.json")
+def test_the_cursor_resumes_and_starts_over_on_another_ledger(engine: Engine) -> None:
+    cursor = alerts.StoredCursor("alert_rules")
     m = Market(engine)
     _record(engine, [m.licence_event("granted", DAY - timedelta(days=1))])
     first = run(_url(engine), lambda s: alerts.evaluate_new_events(s, cursor))
@@ -399,7 +398,7 @@ def test_the_cursor_resumes_and_starts_over_on_another_ledger(engine: Engine, tm
     _record(engine, [m.subscription_event("subscription.requested", DAY, "x")])
     second = run(_url(engine), lambda s: alerts.evaluate_new_events(s, cursor))
     assert (second.start, second.examined, len(second.raised)) == (1, 1, 1)
-    # Another ledger under the same file (the entry before the cursor differs): everything is looked at again.
+    # Another ledger under the same cursor (the entry before it differs): everything is looked at again.
     with engine.begin() as conn:
         conn.execute(
             text("UPDATE ledger_entry SET leaf_hash = :h WHERE leaf_index = :i"), {"h": bytes(32), "i": second.next_index - 1}
