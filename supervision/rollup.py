@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -100,9 +100,22 @@ async def org_kinds(session: AsyncSession, ids: Iterable[str]) -> dict[str, str]
     return {wanted[org_id]: OrgKind(kind).value for org_id, kind in rows}
 
 
+def _business_day(kind: str, payload: Mapping[str, Any]) -> date | None:
+    """The day money arrived, for a payment recorded later than it was received (a bank transfer entered days
+    after it reached the account): revenue over time is counted when it was received."""
+    stated = payload.get("received_at") if kind == "payment.received" else None
+    if not isinstance(stated, str):
+        return None
+    try:
+        return datetime.fromisoformat(stated.replace("Z", "+00:00")).astimezone(UTC).date()
+    except ValueError:
+        return None
+
+
 def rollup(events: Iterable[Mapping[str, Any]], kinds: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The rollup rows of decoded ledger events (each with its ``occurred_at`` datetime), summed per key, by day and
-    by month: rows of ``event_rollup`` and of ``event_rollup_buyer``."""
+    by month: rows of ``event_rollup`` and of ``event_rollup_buyer``. A payment counts on the day it was received
+    (its ``received_at``), other events on the day they were recorded."""
     totals: dict[tuple[Any, ...], list[int]] = {}
     buyers: dict[tuple[Any, ...], int] = {}
     for event in events:
@@ -118,7 +131,7 @@ def rollup(events: Iterable[Mapping[str, Any]], kinds: Mapping[str, str]) -> tup
         product = subjects.get("product") if kind in PRODUCT_TYPES else None
         mode = payload.get("mode") if kind.startswith("delivery.") else None
         purpose = payload.get("purpose") if kind.startswith("subscription.") else None
-        day = event["occurred_at"].date()
+        day = _business_day(kind, payload) or event["occurred_at"].date()
         key = (
             day,
             kind[:80],

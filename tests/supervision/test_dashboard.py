@@ -419,3 +419,26 @@ def test_a_period_is_read_as_whole_months_and_partial_days() -> None:
         ("d", date(2027, 1, 1), date(2027, 1, 5)),
     ]
     assert span_clauses(date(2026, 2, 3), date(2026, 2, 20), monthly=False) == [("d", date(2026, 2, 3), date(2026, 2, 20))]
+
+
+def test_a_transfer_recorded_late_counts_in_the_month_it_was_received(client: TestClient[Any], engine: Engine) -> None:
+    operator, buyer = make_org(engine, OrgKind.operator), make_org(engine, OrgKind.buyer)
+    record(
+        engine,
+        [
+            # Received on 30 September, entered by the operator on 2 October.
+            ev(
+                "payment.received",
+                "2026-10-02",
+                (operator.id, buyer.id),
+                amount="500.00",
+                currency="CNY",
+                received_at="2026-09-30T09:00:00+00:00",
+            ),
+            ev("payment.received", "2026-10-05", (operator.id, buyer.id), amount="70.00", currency="CNY"),
+        ],
+    )
+    _as(client, engine, make_org(engine, OrgKind.regulator))
+    board = client.get(DASHBOARD, params=PERIOD).json()
+    by_month = {s["bucket"]: s["gross"].get("CNY") for s in board["series"]}
+    assert by_month == {"2026-09": "500.00", "2026-10": "70.00"}
