@@ -256,6 +256,8 @@ async def _record_change(
                 # What supervision's alert rules check subscriptions and plans against.
                 "purposes": terms["purposes"],
                 "price_caps": terms["price_caps"],
+                # The franchise fee rate, for the annual public disclosure.
+                "fee_rate": str(licence.fee_rate),
             },
         ),
     )

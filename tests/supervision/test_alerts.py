@@ -555,6 +555,7 @@ def test_licence_events_carry_the_purposes_and_caps_the_rules_check(engine: Engi
     [suspended] = ledger_events(engine, "licence.")
     assert suspended["payload"]["purposes"] == ["credit_assessment"]
     assert suspended["payload"]["price_caps"]["monthly"] == "2000.00"
+    assert suspended["payload"]["fee_rate"] == licence.fee_rate, "and the fee rate the annual disclosure shows"
     m = Market(engine)
     m.licence, m.operator = licence.id, operator.id
     _record(engine, [m.subscription_event("subscription.requested", DAY, "marketing")])
