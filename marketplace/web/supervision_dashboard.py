@@ -16,12 +16,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from marketplace.catalog.models import Product
 from marketplace.core.errors import DomainError
 from marketplace.core.http import DbSession
-from marketplace.core.principal import Principal
+from marketplace.core.identity.models import Organisation
+from marketplace.core.principal import OrgKind, Principal
 from marketplace.web.buyer_pages import localised
 from marketplace.web.charts import Chart, stacked_bars
+from marketplace.web.i18n import current_locale
 from marketplace.web.i18n import gettext_ as _
 from marketplace.web.pages import page
-from marketplace.web.supervision_pages import _day, _refused_page, _supervisor, refusal
+from marketplace.web.supervision_pages import _day, _refused_page, _supervisor, organisations, refusal
 from supervision.dashboard import read_dashboard
 from supervision.scorecard import read_scorecards
 
@@ -33,7 +35,13 @@ def _dec(value: str | None) -> Decimal:
     return Decimal(value) if value else Decimal(0)
 
 
-def charts(board: dict[str, Any], product_names: dict[str, str]) -> dict[str, Chart]:
+def _org_label(org: Organisation | None, fallback: str) -> str:
+    if org is None:
+        return fallback
+    return org.name_zh if current_locale() == "zh-CN" and org.name_zh else org.name
+
+
+def charts(board: dict[str, Any], product_names: dict[str, str], orgs: dict[str, Organisation]) -> dict[str, Chart]:
     """The dashboard's charts from its figures."""
     buckets = [s["bucket"] for s in board["series"]]
     modes = sorted({m for s in board["series"] for m in s["deliveries"]})
@@ -48,7 +56,7 @@ def charts(board: dict[str, Any], product_names: dict[str, str]) -> dict[str, Ch
         "transactions": stacked_bars(buckets, {_("Payments"): [s["transactions"] for s in board["series"]]}),
         "deliveries": stacked_bars(buckets, {mode: [s["deliveries"].get(mode, 0) for s in board["series"]] for mode in modes}),
         "operators": stacked_bars(
-            [o["name"] or o["operator_id"][:8] for o in operators],
+            [_org_label(orgs.get(o["operator_id"]), o["name"] or o["operator_id"][:8]) for o in operators],
             {_("Payments received"): [_dec(o["gross"].get(CHART_CURRENCY)) for o in operators]},
             unit=f" {CHART_CURRENCY}",
         ),
@@ -99,13 +107,15 @@ class SupervisionDashboardController(Controller):
         except DomainError as exc:
             return _refused_page(request, exc)
         names = await _product_names(db_session, [p["product_id"] for p in board["by_product"]])
+        orgs = {str(k): v for k, v in (await organisations(db_session, (OrgKind.operator,))).items()}
         share = board["public_welfare"]["share"]
         return page(
             request,
             "supervision/dashboard.html",
             status_code=400 if problem else 200,
             board=board,
-            charts=charts(board, names),
+            charts=charts(board, names, orgs),
+            orgs=orgs,
             product_names=names,
             problem=problem,
             values=values,
@@ -133,6 +143,7 @@ class SupervisionDashboardController(Controller):
                 cards = await read_scorecards(db_session, who, None, None, path=request.url.path)
         except DomainError as exc:
             return _refused_page(request, exc)
+        orgs = {str(k): v for k, v in (await organisations(db_session, (OrgKind.operator,))).items()}
         return page(
             request,
             "supervision/scorecard.html",
@@ -140,8 +151,9 @@ class SupervisionDashboardController(Controller):
             cards=cards,
             problem=problem,
             values=values,
+            orgs=orgs,
             revenue=stacked_bars(
-                [c["name"] for c in cards],
+                [_org_label(orgs.get(c["operator_id"]), c["name"]) for c in cards],
                 {_("Net revenue"): [_dec(c["revenue"]["net"].get(CHART_CURRENCY)) for c in cards]},
                 unit=f" {CHART_CURRENCY}",
             ),
