@@ -47,7 +47,10 @@ NAV_LABELS = {
         "licences": "Licences",
         "reviews": "Listing reviews",
         "settlements": "Settlements",
+        "supervision": "Supervision",
+        "findings": "Findings",
         "ledger": "Ledger",
+        "disclosure": "Annual disclosure",
         "api": "API reference",
     },
     "zh-CN": {
@@ -63,7 +66,10 @@ NAV_LABELS = {
         "licences": "授权运营协议",
         "reviews": "上架审核",
         "settlements": "结算管理",
+        "supervision": "监管工作台",
+        "findings": "监管意见",
         "ledger": "存证账本",
+        "disclosure": "年度公开披露",
         "api": "API 参考文档",
     },
 }
@@ -114,9 +120,21 @@ def expect_home_of(page: Page, live_server: LiveServer, kind: OrgKind, org_name:
     expect(page.locator(f'header [data-party="{kind.value}"]')).to_contain_text(title)
     keys = {
         OrgKind.buyer: ["home", "catalog", "buyer", "invoices", "members", "clients", "api"],
-        OrgKind.operator: ["home", "catalog", "operator", "billing", "members", "licences", "reviews", "api"],
-        OrgKind.owner: ["home", "catalog", "members", "resources", "licences", "reviews", "settlements", "ledger", "api"],
-    }.get(kind, ["home", "catalog", "members", "resources", "licences", "reviews", "ledger", "api"])
+        OrgKind.operator: ["home", "catalog", "operator", "billing", "members", "licences", "reviews", "findings", "api"],
+        OrgKind.owner: [
+            "home",
+            "catalog",
+            "members",
+            "resources",
+            "licences",
+            "reviews",
+            "settlements",
+            "supervision",
+            "ledger",
+            "disclosure",
+            "api",
+        ],
+    }.get(kind, ["home", "catalog", "members", "resources", "licences", "reviews", "supervision", "ledger", "disclosure", "api"])
     nav = page.get_by_role("navigation", name="主导航" if lang == "zh-CN" else "Main navigation").locator("[data-nav]")
     expect(nav).to_have_text([NAV_LABELS[lang][k] for k in keys])
     assert nav.evaluate_all("links => links.map(a => a.dataset.nav)") == keys
