@@ -2,6 +2,13 @@
 (a bank transfer the operator records, or a Stripe payment seen by a webhook) and activates or renews the
 subscription in the same transaction; renewals are invoiced before a period ends, and unpaid ones turn the
 subscription past due with the plan's grace period.
+
+Reads are scoped: a buyer sees its own invoices and payments, an operator those of its products, the owner those
+under its licences, regulators all; an auditor only the invoices its firm's engagements in force cover (the
+invoice's operator is covered and it was issued within the engagement's period, UTC days inclusive) and the
+payments of those invoices. An auditor without an engagement in force is refused these reads (403
+``outside_engagement``, recorded), and one invoice outside its engagements is refused (403, recorded) when it
+exists, 404 otherwise.
 """
 
 from __future__ import annotations
@@ -28,13 +35,15 @@ from marketplace.core.events import Actor, DomainEvent
 from marketplace.core.principal import OrgKind, Principal, Role
 from marketplace.core.settings import Settings
 from marketplace.core.types import utcnow
+from marketplace.subscriptions import auditing
 from marketplace.subscriptions import services as subscriptions
 from marketplace.subscriptions.models import Subscription, SubscriptionStatus
+from supervision.engagements import spans_in_force
 
 T = TypeVar("T")
 
-#: Parties that read every invoice and payment (read-only).
-READS_ALL = frozenset({OrgKind.regulator, OrgKind.auditor})
+#: Parties that read every invoice and payment (read-only); auditors read those their engagements cover.
+READS_ALL = frozenset({OrgKind.regulator})
 
 
 @dataclass(frozen=True)
@@ -56,24 +65,42 @@ def invoice_lines(invoice: Invoice) -> list[InvoiceLine]:
 # --- scoping ---------------------------------------------------------------------------------------------------------
 
 
+def covered_invoice_ids(principal: Principal) -> Any:
+    """A select of the ids of the invoices the auditor's engagements in force cover: the invoice's operator is
+    covered and it was issued (UTC day) within the engagement's period."""
+    spans = spans_in_force(principal.org_id)
+    issued_on = auditing.utc_day(col(Invoice.issued_at))
+    return (
+        select(Invoice.id)
+        .join(spans, col(spans.c.operator_id) == col(Invoice.operator_id))
+        .where(issued_on >= spans.c.period_start, issued_on <= spans.c.period_end)
+    )
+
+
 def scoped_billing(stmt: SelectOfScalar[T], principal: Principal, model: Any) -> SelectOfScalar[T]:
     """Invoices or payments the caller may see: a buyer its own, an operator those of its products, the owner those
-    under its licences, regulators and auditors all."""
+    under its licences, regulators all, an auditor the invoices its engagements in force cover and their payments."""
     if principal.org_kind is OrgKind.buyer:
         return stmt.where(model.buyer_org_id == principal.org_id)
     if principal.org_kind is OrgKind.operator:
         return stmt.where(model.operator_id == principal.org_id)
     if principal.org_kind is OrgKind.owner:
         return stmt.where(model.owner_org_id == principal.org_id)
+    if auditing.is_auditor(principal):
+        covered = covered_invoice_ids(principal)
+        return stmt.where(col(Invoice.id if model is Invoice else model.invoice_id).in_(covered))
     if principal.org_kind in READS_ALL:
         return stmt
     raise Forbidden("Not allowed.", code="party_not_allowed")
 
 
 async def get_invoice(session: AsyncSession, principal: Principal, invoice_id: uuid.UUID) -> Invoice:
-    """One invoice the caller may see (404 ``invoice_not_found`` otherwise: nothing is revealed)."""
+    """One invoice the caller may see (404 ``invoice_not_found`` otherwise: nothing is revealed; an auditor asking
+    for one outside its engagements, or without an engagement in force: 403 ``outside_engagement``, recorded)."""
     found = (await session.exec(scoped_billing(select(Invoice).where(Invoice.id == invoice_id), principal, Invoice))).first()
     if found is None:
+        exists = auditing.is_auditor(principal) and await session.get(Invoice, invoice_id) is not None
+        await auditing.refuse_record(session, principal, auditing.record_path("billing/invoices", invoice_id), exists)
         raise NotFound("No such invoice.", code="invoice_not_found")
     return found
 
@@ -87,7 +114,9 @@ async def list_invoices(
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Invoice], int]:
-    """Invoices the caller may see, newest first, with the total count."""
+    """Invoices the caller may see, newest first, with the total count (an auditor without an engagement in force:
+    403 ``outside_engagement``, recorded)."""
+    await auditing.require_engagement(session, principal, "/api/billing/invoices")
     stmt = scoped_billing(select(Invoice), principal, Invoice)
     if status is not None:
         stmt = stmt.where(Invoice.status == status)

@@ -17,6 +17,7 @@ from billing.services.money import to_decimal, to_minor
 from marketplace.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from marketplace.core.events import Actor, DomainEvent
 from marketplace.core.principal import OrgKind, Principal, Role
+from marketplace.subscriptions import auditing
 from marketplace.subscriptions import services as subscriptions
 
 
@@ -29,9 +30,12 @@ class RefundGateway(Protocol):
 
 
 async def get_payment(session: AsyncSession, principal: Principal, payment_id: uuid.UUID) -> Payment:
-    """One payment the caller may see (404 ``payment_not_found``)."""
+    """One payment the caller may see (404 ``payment_not_found``; an auditor asking for one whose invoice its
+    engagements do not cover, or without an engagement in force: 403 ``outside_engagement``, recorded)."""
     found = (await session.exec(scoped_billing(select(Payment).where(Payment.id == payment_id), principal, Payment))).first()
     if found is None:
+        exists = auditing.is_auditor(principal) and await session.get(Payment, payment_id) is not None
+        await auditing.refuse_record(session, principal, auditing.record_path("billing/payments", payment_id), exists)
         raise NotFound("No such payment.", code="payment_not_found")
     return found
 

@@ -5,6 +5,11 @@ an issued month is closed.
 
 The franchise fee of a licence is ``round_half_up((gross - refunds) * fee_rate)`` in minor units, per licence, and
 the statement's fee is their sum. A payment counts in the month it was received, a refund in the month it was made.
+
+Statements are read by their operator, the owner they are owed to and regulators; an auditor reads only the
+statements its firm's engagements in force cover: the statement's operator is covered and its month overlaps the
+engagement's period. An auditor without an engagement in force is refused these reads (403 ``outside_engagement``,
+recorded), and one statement outside its engagements is refused (403, recorded) when it exists, 404 otherwise.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from marketplace.core.events import Actor, DomainEvent
 from marketplace.core.identity.models import Organisation
 from marketplace.core.principal import OrgKind, Principal, Role
 from marketplace.core.types import utcnow
+from marketplace.subscriptions import auditing
+from supervision.engagements import spans_in_force
 
 T = TypeVar("T")
 
@@ -209,13 +216,30 @@ async def _reconcile_invoices(
 # --- statements ------------------------------------------------------------------------------------------------------
 
 
+def covered_statement_ids(principal: Principal) -> Any:
+    """A select of the ids of the statements the auditor's engagements in force cover: the statement's operator is
+    covered and its month (``YYYY-MM``) overlaps the engagement's period."""
+    spans = spans_in_force(principal.org_id)
+    return (
+        select(SettlementStatement.id)
+        .join(spans, col(spans.c.operator_id) == col(SettlementStatement.operator_id))
+        .where(
+            col(SettlementStatement.period) >= auditing.year_month(spans.c.period_start),
+            col(SettlementStatement.period) <= auditing.year_month(spans.c.period_end),
+        )
+    )
+
+
 def scoped_statements(stmt: SelectOfScalar[T], principal: Principal) -> SelectOfScalar[T]:
-    """Statements the caller may see: an operator its own, the owner those owed to it, regulators and auditors all."""
+    """Statements the caller may see: an operator its own, the owner those owed to it, regulators all, an auditor
+    those its engagements in force cover."""
     if principal.org_kind is OrgKind.operator:
         return stmt.where(SettlementStatement.operator_id == principal.org_id)
     if principal.org_kind is OrgKind.owner:
         return stmt.where(SettlementStatement.owner_org_id == principal.org_id)
-    if principal.org_kind in (OrgKind.regulator, OrgKind.auditor):
+    if auditing.is_auditor(principal):
+        return stmt.where(col(SettlementStatement.id).in_(covered_statement_ids(principal)))
+    if principal.org_kind is OrgKind.regulator:
         return stmt
     raise Forbidden("Not allowed.", code="party_not_allowed")
 
@@ -232,7 +256,9 @@ async def operator_names(session: AsyncSession, statements: Sequence[SettlementS
 async def list_statements(
     session: AsyncSession, principal: Principal, *, period: str | None = None, status: StatementStatus | None = None
 ) -> list[SettlementStatement]:
-    """Statements the caller may see, newest period first."""
+    """Statements the caller may see, newest period first (an auditor without an engagement in force: 403
+    ``outside_engagement``, recorded)."""
+    await auditing.require_engagement(session, principal, "/api/billing/settlements")
     stmt = scoped_statements(select(SettlementStatement), principal)
     if period is not None:
         month_bounds(period)
@@ -246,13 +272,16 @@ async def list_statements(
 
 
 async def get_statement(session: AsyncSession, principal: Principal, statement_id: uuid.UUID) -> SettlementStatement:
-    """One statement the caller may see (404 ``statement_not_found``)."""
+    """One statement the caller may see (404 ``statement_not_found``; an auditor asking for one outside its
+    engagements, or without an engagement in force: 403 ``outside_engagement``, recorded)."""
     found = (
         await session.exec(
             scoped_statements(select(SettlementStatement).where(SettlementStatement.id == statement_id), principal)
         )
     ).first()
     if found is None:
+        exists = auditing.is_auditor(principal) and await session.get(SettlementStatement, statement_id) is not None
+        await auditing.refuse_record(session, principal, auditing.record_path("billing/settlements", statement_id), exists)
         raise NotFound("No such settlement statement.", code="statement_not_found")
     return found
 

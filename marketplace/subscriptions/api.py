@@ -117,7 +117,7 @@ class QualificationController(Controller):
         "/",
         summary="Buyer qualifications",
         description="A buyer sees its own; an operator those submitted to it (its review queue: `status=submitted`); "
-        "regulators and auditors all. The owner takes no part in buyer onboarding: 403. Newest first.",
+        "regulators all; an auditor those of the operators its engagements in force cover (403 `outside_engagement`, recorded, without one). The owner takes no part in buyer onboarding: 403. Newest first.",
         guards=[requires_qualification_reader],
         responses=problems(401, 403),
     )
@@ -309,7 +309,7 @@ class SubscriptionController(Controller):
         "/",
         summary="Subscriptions",
         description="A buyer sees its own; an operator those to its products; the owner those under its licences; "
-        "regulators and auditors all. Filters: status, product_id. Newest first.",
+        "regulators all; an auditor those of its engagements in force (operators and period; 403 `outside_engagement`, recorded, without one). Filters: status, product_id. Newest first.",
         guards=[requires_subscription_reader],
         responses=problems(401, 403),
     )

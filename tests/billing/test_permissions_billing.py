@@ -100,10 +100,11 @@ def _empty(_party: str, _world: Any) -> dict[str, str]:
 
 
 BUYER_CHECKS_OUT = _by(401, 403, 403, 201, 404, 403, 403)
-EVERY_READER = _by(401, 200, 200, 200, 200, 200, 200)
-BUYER_A_RECORD = _by(401, 200, 200, 200, 404, 200, 200)
+#: The matrix's auditor has no engagement in force: 403 ``outside_engagement`` (in scope: test_auditor_scope.py).
+EVERY_READER = _by(401, 200, 200, 200, 200, 200, 403)
+BUYER_A_RECORD = _by(401, 200, 200, 200, 404, 200, 403)
 OPERATOR_WRITES = _by(401, 403, 201, 403, 403, 403, 403)
-STATEMENT_READ = _by(401, 200, 200, 403, 403, 200, 200)
+STATEMENT_READ = _by(401, 200, 200, 403, 403, 200, 403)
 
 CASES: list[Case] = [
     Case("POST", f"{BILLING}/checkout", BUYER_CHECKS_OUT, json=_checkout),

@@ -62,7 +62,8 @@ def _empty(_party: str, _world: Any) -> dict[str, str]:
 
 
 BUYERS = _by(303, 403, 403, 200, 200, 403, 403)
-BUYER_A_RECORD = _by(303, 200, 200, 200, 404, 200, 200)
+#: The matrix's auditor has no engagement in force: 403 ``outside_engagement`` (in scope: test_auditor_scope.py).
+BUYER_A_RECORD = _by(303, 200, 200, 200, 404, 200, 403)
 OPERATOR = _by(303, 403, 200, 403, 403, 403, 403)
 OPERATOR_WRITES = _by(303, 403, 303, 403, 403, 403, 403)
 OWNER = _by(303, 200, 403, 403, 403, 403, 403)

@@ -3,8 +3,11 @@ which approves or rejects it with a written reason. Only an approved qualificati
 of that operator's products.
 
 A buyer may submit again after a rejection, never while a qualification with the same operator is submitted or
-approved. Reads are scoped: a buyer sees its own, an operator those submitted to it, regulators and auditors all;
-the owner does not take part in buyer onboarding and is refused (403). Events carry neither the contact details nor
+approved. Reads are scoped: a buyer sees its own, an operator those submitted to it, regulators all; an auditor
+those submitted to an operator its firm's engagements in force cover (whatever the period: see
+:mod:`marketplace.subscriptions.auditing`); without an engagement in force it is refused (403 ``outside_engagement``,
+recorded), and one qualification outside is refused (403, recorded) when it exists, 404 otherwise. The owner does
+not take part in buyer onboarding and is refused (403). Events carry neither the contact details nor
 the licence number in clear (only its SHA-256 and the industry).
 """
 
@@ -25,11 +28,12 @@ from marketplace.core.events import Actor, DomainEvent, publish
 from marketplace.core.identity.models import Organisation
 from marketplace.core.principal import OrgKind, Principal
 from marketplace.core.types import utcnow
+from marketplace.subscriptions import auditing
 from marketplace.subscriptions.models import BuyerQualification, QualificationStatus
 from marketplace.subscriptions.schemas import QualificationSubmit
 
-#: Parties that read every qualification (read-only).
-READS_ALL = frozenset({OrgKind.regulator, OrgKind.auditor})
+#: Parties that read every qualification (read-only); auditors read those their engagements cover.
+READS_ALL = frozenset({OrgKind.regulator})
 MAX_REASON = 2000
 
 # --- the unified social credit code (GB 32100-2015) ----------------------------------------------------------------
@@ -79,11 +83,14 @@ def _licence_number_hash(code: str) -> str:
 
 
 def _scoped(stmt: SelectOfScalar[Any], principal: Principal) -> SelectOfScalar[Any]:
-    """Qualifications the caller may see: a buyer its own, an operator those submitted to it, supervisors all."""
+    """Qualifications the caller may see: a buyer its own, an operator those submitted to it, regulators all,
+    auditors those of the operators their engagements in force cover."""
     if principal.org_kind is OrgKind.buyer:
         return stmt.where(BuyerQualification.buyer_org_id == principal.org_id)
     if principal.org_kind is OrgKind.operator:
         return stmt.where(BuyerQualification.operator_id == principal.org_id)
+    if auditing.is_auditor(principal):
+        return stmt.where(col(BuyerQualification.id).in_(auditing.covered_qualification_ids(principal)))
     if principal.org_kind in READS_ALL:
         return stmt
     raise Forbidden("The owner takes no part in buyer qualification.", code="party_not_allowed")
@@ -99,7 +106,9 @@ async def list_qualifications(
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[Sequence[BuyerQualification], int]:
-    """The qualifications the caller may see, newest first, and how many match in all."""
+    """The qualifications the caller may see, newest first, and how many match in all (an auditor without an
+    engagement in force: 403 ``outside_engagement``, recorded)."""
+    await auditing.require_engagement(session, principal, "/api/buyers/qualifications")
     stmt = _scoped(select(BuyerQualification), principal)
     if status is not None:
         stmt = stmt.where(BuyerQualification.status == status)
@@ -117,11 +126,16 @@ async def list_qualifications(
 
 
 async def get_qualification(session: AsyncSession, principal: Principal, qualification_id: uuid.UUID) -> BuyerQualification:
-    """One qualification the caller may see (404 ``qualification_not_found`` otherwise, revealing nothing)."""
+    """One qualification the caller may see (404 ``qualification_not_found`` otherwise, revealing nothing; an
+    auditor asking for one outside its engagements, or without an engagement in force: 403 ``outside_engagement``,
+    recorded)."""
     found: BuyerQualification | None = (
         await session.exec(_scoped(select(BuyerQualification), principal).where(BuyerQualification.id == qualification_id))
     ).first()
     if found is None:
+        exists = auditing.is_auditor(principal) and await session.get(BuyerQualification, qualification_id) is not None
+        path = auditing.record_path("buyers/qualifications", qualification_id)
+        await auditing.refuse_record(session, principal, path, exists)
         raise NotFound("No such qualification.", code="qualification_not_found")
     return found
 

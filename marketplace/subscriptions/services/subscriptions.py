@@ -12,6 +12,13 @@ A new subscription is ``awaiting_approval`` when its plan is on request or its p
 otherwise ``pending_payment`` when its price is above zero, else ``active`` at once. Becoming active grants the
 entitlement (mode, delivered fields, quota, valid until); cancel, revoke and expiry end it. Every change publishes
 its event in the same transaction; payloads carry metadata only.
+
+Reads are scoped: a buyer sees its own subscriptions, an operator those to its products, the owner those under its
+licences, regulators all; an auditor only those its firm's engagements in force cover (its operator is covered and
+its life overlaps the engagement's period: created on or before the period's end, and still open or ended on or
+after the period's start; see :mod:`marketplace.subscriptions.auditing`). An auditor without an engagement in force
+is refused these reads (403 ``outside_engagement``, recorded), and one subscription outside its engagements is
+refused (403, recorded) when it exists, 404 otherwise.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from marketplace.core.identity.models import Organisation
 from marketplace.core.principal import OrgKind, Principal
 from marketplace.core.settings import Settings
 from marketplace.core.types import utcnow
+from marketplace.subscriptions import auditing
 from marketplace.subscriptions.models import (
     OPEN_STATUSES,
     Entitlement,
@@ -51,8 +59,8 @@ from marketplace.subscriptions.services.qualifications import qualification_stat
 
 #: Purposes that always need a proof the operator checks (others only when the licence reduces their price).
 PROOF_PURPOSES = frozenset({Purpose.public_welfare, Purpose.academic_research})
-#: Parties that read every subscription (read-only).
-READS_ALL = frozenset({OrgKind.regulator, OrgKind.auditor})
+#: Parties that read every subscription (read-only); auditors read those their engagements cover.
+READS_ALL = frozenset({OrgKind.regulator})
 #: Statuses from which billing may activate a subscription (``active`` only to renew it with ``paid_until``).
 ACTIVATABLE = frozenset({SubscriptionStatus.pending_payment, SubscriptionStatus.past_due, SubscriptionStatus.active})
 CENT = Decimal("0.01")
@@ -136,7 +144,7 @@ def _actor(actor: Principal | Actor | None) -> Actor:
 
 def scoped_subscriptions(stmt: Query, principal: Principal) -> Query:
     """Subscriptions the caller may see: a buyer its own, an operator those to its products, the owner those under
-    its licences, regulators and auditors all."""
+    its licences, regulators all, auditors those their engagements in force cover."""
     if principal.org_kind is OrgKind.buyer:
         return stmt.where(Subscription.buyer_org_id == principal.org_id)
     if principal.org_kind is OrgKind.operator:
@@ -144,6 +152,8 @@ def scoped_subscriptions(stmt: Query, principal: Principal) -> Query:
     if principal.org_kind is OrgKind.owner:
         owned = select(Licence.id).where(Licence.owner_org_id == principal.org_id)
         return stmt.where(col(Subscription.licence_id).in_(owned))
+    if auditing.is_auditor(principal):
+        return stmt.where(col(Subscription.id).in_(auditing.covered_subscription_ids(principal)))
     if principal.org_kind in READS_ALL:
         return stmt
     raise Forbidden("Not allowed.", code="party_not_allowed")
@@ -152,12 +162,16 @@ def scoped_subscriptions(stmt: Query, principal: Principal) -> Query:
 async def find_scoped(
     session: AsyncSession, principal: Principal, subscription_id: uuid.UUID, *, lock: bool = False
 ) -> Subscription:
-    """One subscription the caller may see, optionally locked for a change (404 ``subscription_not_found``)."""
+    """One subscription the caller may see, optionally locked for a change (404 ``subscription_not_found``; an
+    auditor asking for one outside its engagements, or without an engagement in force: 403 ``outside_engagement``,
+    recorded)."""
     stmt = scoped_subscriptions(select(Subscription), principal).where(Subscription.id == subscription_id)
     if lock:
         stmt = stmt.with_for_update()
     subscription: Subscription | None = (await session.exec(stmt)).first()
     if subscription is None:
+        exists = auditing.is_auditor(principal) and await session.get(Subscription, subscription_id) is not None
+        await auditing.refuse_record(session, principal, auditing.record_path("subscriptions", subscription_id), exists)
         raise NotFound("No such subscription.", code="subscription_not_found")
     return subscription
 
@@ -183,7 +197,9 @@ async def list_subscriptions(
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[Sequence[Subscription], int]:
-    """The subscriptions the caller may see, newest first, and how many match in all."""
+    """The subscriptions the caller may see, newest first, and how many match in all (an auditor without an
+    engagement in force: 403 ``outside_engagement``, recorded)."""
+    await auditing.require_engagement(session, principal, "/api/subscriptions")
     stmt = scoped_subscriptions(select(Subscription), principal)
     if status is not None:
         stmt = stmt.where(Subscription.status == status)

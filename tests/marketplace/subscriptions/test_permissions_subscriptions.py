@@ -81,10 +81,11 @@ def _empty(_party: str, _world: Any) -> dict[str, str]:
 
 BUYER_WRITES = _by(401, 403, 403, 201, 201, 403, 403)
 OPERATOR_DECIDES = _by(401, 403, 200, 403, 403, 403, 403)
-QUALIFICATION_READ = _by(401, 403, 200, 200, 200, 200, 200)
-QUALIFICATION_ONE = _by(401, 403, 200, 200, 404, 200, 200)
-SUBSCRIPTION_READ = _by(401, 200, 200, 200, 200, 200, 200)
-SUBSCRIPTION_ONE = _by(401, 200, 200, 200, 404, 200, 200)
+#: The matrix's auditor has no engagement in force: 403 ``outside_engagement`` (in scope: test_auditor_scope.py).
+QUALIFICATION_READ = _by(401, 403, 200, 200, 200, 200, 403)
+QUALIFICATION_ONE = _by(401, 403, 200, 200, 404, 200, 403)
+SUBSCRIPTION_READ = _by(401, 200, 200, 200, 200, 200, 403)
+SUBSCRIPTION_ONE = _by(401, 200, 200, 200, 404, 200, 403)
 BUYER_A_ACTS = _by(401, 403, 403, 200, 404, 403, 403)
 PROOF_READ = _by(401, 403, 200, 200, 404, 403, 403)
 
