@@ -22,11 +22,13 @@ from marketplace.web.buyer_pages import localised
 from marketplace.web.charts import Chart, stacked_bars
 from marketplace.web.i18n import current_locale
 from marketplace.web.i18n import gettext_ as _
-from marketplace.web.pages import page
+from marketplace.web.pages import _n, page
 from marketplace.web.supervision_pages import _day, _refused_page, _supervisor, organisations, refusal
 from supervision.dashboard import read_dashboard
 from supervision.scorecard import read_scorecards
 
+#: Delivery modes in the page language (the same words as ``_macros.html``'s ``mode_name``).
+MODE_NAMES = {"api": _n("API"), "file": _n("file"), "sandbox": _n("sandbox")}
 #: The currency the charts draw (the others are in the tables).
 CHART_CURRENCY = "CNY"
 
@@ -54,7 +56,9 @@ def charts(board: dict[str, Any], product_names: dict[str, str], orgs: dict[str,
             unit=f" {CHART_CURRENCY}",
         ),
         "transactions": stacked_bars(buckets, {_("Payments"): [s["transactions"] for s in board["series"]]}),
-        "deliveries": stacked_bars(buckets, {mode: [s["deliveries"].get(mode, 0) for s in board["series"]] for mode in modes}),
+        "deliveries": stacked_bars(
+            buckets, {_(MODE_NAMES.get(mode, mode)): [s["deliveries"].get(mode, 0) for s in board["series"]] for mode in modes}
+        ),
         "operators": stacked_bars(
             [_org_label(orgs.get(o["operator_id"]), o["name"] or o["operator_id"][:8]) for o in operators],
             {_("Payments received"): [_dec(o["gross"].get(CHART_CURRENCY)) for o in operators]},

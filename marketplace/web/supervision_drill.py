@@ -121,9 +121,11 @@ class SupervisionDrillController(Controller):
                 for org in e["orgs"]:
                     if org in names and names[org].kind.value == "buyer":
                         buyers[s["id"]] = org
+        number = next((e["payload"]["number"] for e in trail["events"] if isinstance(e["payload"].get("number"), str)), None)
         return page(
             request,
             "supervision/licence.html",
+            number=number,
             trail=trail,
             signed=signed,
             failed=failed,
