@@ -11,7 +11,7 @@ from litestar import Controller, Request, get
 from litestar.params import FromQuery, QueryParameter
 
 from marketplace.core.http import DbSession, caller, problems, requires_all, requires_person, requires_supervisor
-from supervision.engagements import read_scope
+from supervision.engagements import read_scope, refuse_outside
 from supervision.explorer import MAX_LIMIT, EventFilter, explore
 
 #: A decimal amount of money in a query (not negative).
@@ -53,7 +53,16 @@ class ExplorerController(Controller):
         before: Annotated[int | None, QueryParameter(ge=0)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = 50,
     ) -> dict[str, Any]:
-        scope = await read_scope(db_session, caller(request), path=request.url.path, query=request.url.query)
+        principal = caller(request)
+        scope = await read_scope(db_session, principal, path=request.url.path, query=request.url.query)
+        if scope is not None and org is not None and org not in scope.operator_ids:
+            await refuse_outside(
+                db_session,
+                principal,
+                path=request.url.path,
+                query=request.url.query,
+                detail="Your firm's engagements in force do not cover this organisation.",
+            )
         wanted = EventFilter(
             types=tuple(event_type or ()),
             org=org,

@@ -27,7 +27,7 @@ from marketplace.core.identity.models import Organisation
 from marketplace.core.principal import OrgKind, Principal, Role
 from marketplace.core.types import UTCDateTime, enum_column, utcnow
 from supervision import services as ledger
-from supervision.engagements import auditor_scope
+from supervision.engagements import auditor_scope, refuse_outside
 
 
 class FindingStatus(StrEnum):
@@ -144,7 +144,12 @@ async def raise_finding(session: AsyncSession, principal: Principal, data: Findi
         raise InvalidInput("The finding must be against an operator.", code="not_an_operator", field="operator_id")
     scope = await auditor_scope(session, principal)
     if scope is not None and data.operator_id not in scope.operator_ids:
-        raise Forbidden("Your firm's engagements in force do not cover this operator.", code="outside_engagement")
+        await refuse_outside(
+            session,
+            principal,
+            path="/api/supervision/findings",
+            detail="Your firm's engagements in force do not cover this operator.",
+        )
     size, _root = await ledger.head(session)
     missing = sorted(i for i in set(data.evidence) if i >= size)
     if missing:

@@ -35,7 +35,7 @@ from marketplace.core.types import utcnow
 from marketplace.web.i18n import gettext_ as _
 from marketplace.web.pages import _n, forbidden_page, login_redirect, page
 from supervision import engagements, findings
-from supervision.engagements import event_in_scope, read_scope
+from supervision.engagements import event_in_scope, read_scope, refuse_outside
 from supervision.explorer import MAX_LIMIT, EventFilter, explore
 from supervision.leaks import MAX_LEAK_BYTES, trace_leak
 from supervision.period_export import export_period
@@ -199,6 +199,10 @@ class SupervisionPageController(Controller):
         try:
             scope = await read_scope(db_session, who, path=request.url.path, query=request.url.query)
             wanted = event_filter(query)
+            if scope is not None and wanted.org is not None and wanted.org not in scope.operator_ids:
+                await refuse_outside(
+                    db_session, who, path=request.url.path, query=request.url.query, detail="Outside your firm's engagements."
+                )
             before_raw = query.get("before")
             before = int(before_raw) if before_raw and before_raw.isdigit() else None
             found = await explore(db_session, scope, wanted, before=before, limit=min(MAX_LIMIT, 50))

@@ -177,4 +177,8 @@ def test_an_auditor_explores_only_its_engagement(client: TestClient[Any], engine
     }
     assert seen == expected
     assert seen
+    refused_before = len(ledger_events(engine, "records.read_refused"))
     assert_problem(client.get(EVENTS, params={"org": b}), 403, "outside_engagement")
+    refused = ledger_events(engine, "records.read_refused")
+    assert len(refused) == refused_before + 1
+    assert b in refused[-1]["payload"]["query"], "the attempt is recorded with what was asked"

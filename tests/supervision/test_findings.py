@@ -128,8 +128,10 @@ def test_an_auditor_raises_findings_only_within_its_engagement(client: TestClien
     )
     assert granted.status_code == 201, granted.text
     headers = _as(client, engine, auditor)
+    refused_before = len(ledger_events(engine, "records.read_refused"))
     assert_problem(client.post(FINDINGS, json=_body(other.id), headers=headers), 403, "outside_engagement")
     assert row_counts(engine, "finding") == before
+    assert len(ledger_events(engine, "records.read_refused")) == refused_before + 1, "the attempt is recorded"
     raised = client.post(FINDINGS, json=_body(covered.id), headers=headers)
     assert raised.status_code == 201, raised.text
     # The auditor sees what its firm raised; it may not close it (a regulator does).
