@@ -14,6 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from licensing.auditing import covered_licence_ids
 from licensing.models import Department, Licence, PlanType
 from licensing.schemas import MaskingAction, MaskingRule
 from marketplace.catalog.models import Plan, PlanBuyer, PlanVisibility, Product, ProductStatus
@@ -31,12 +32,15 @@ PLAN_TYPE_ORDER = (PlanType.free, PlanType.one_off, PlanType.monthly, PlanType.m
 
 def scope_readable_products(stmt: SelectOfScalar[Any], principal: Principal | None) -> SelectOfScalar[Any]:
     """Products the caller may read: listed ones for anyone (anonymous and buyers too); besides, an operator its
-    own in every status, the owner those under its licences, regulators and auditors all."""
+    own in every status, the owner those under its licences, regulators all, an auditor those under the licences
+    its engagements in force cover (``licensing.auditing``)."""
     listed = col(Product.status) == ProductStatus.listed
     if principal is None or principal.org_kind is OrgKind.buyer:
         return stmt.where(listed)
-    if principal.org_kind in (OrgKind.regulator, OrgKind.auditor):
+    if principal.org_kind is OrgKind.regulator:
         return stmt
+    if principal.org_kind is OrgKind.auditor:  # unlisted products only under licences its engagements cover
+        return stmt.where(or_(listed, col(Product.licence_id).in_(covered_licence_ids(principal))))
     if principal.org_kind is OrgKind.operator:
         return stmt.where(or_(listed, col(Product.operator_id) == principal.org_id))
     owned = select(Licence.id).where(Licence.owner_org_id == principal.org_id)

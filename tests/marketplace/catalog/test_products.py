@@ -111,8 +111,10 @@ def test_the_whole_lifecycle_to_listed_and_delisted_by_the_operator(settings: Se
         assert_problem(party(None).get(f"{PRODUCTS}/{product_id}"), 404, "product_not_found")
         assert_problem(party("buyer_a").get(f"{PRODUCTS}/{product_id}"), 404, "product_not_found")
         assert_problem(party("operator_b").get(f"{PRODUCTS}/{product_id}"), 404, "product_not_found")
-        for supervisor in ("owner", "regulator", "auditor"):
+        for supervisor in ("owner", "regulator"):
             assert party(supervisor).get(f"{PRODUCTS}/{product_id}").status_code == 200
+        # An audit firm without an engagement covering the operator does not see it either.
+        assert_problem(party("auditor").get(f"{PRODUCTS}/{product_id}"), 404, "product_not_found")
         assert party(None).get(PRODUCTS).json()["total"] == 0
 
         _approve(party, submitted["review_id"])
