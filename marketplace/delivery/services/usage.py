@@ -1,6 +1,6 @@
 """Reads of delivery usage: the caller's running entitlements with this month's use, and deliveries by day and by
 mode for the consoles' charts. One scoping helper: a buyer sees its own deliveries, an operator those of its
-products, the owner those under its licences, regulators and auditors all of them.
+products, the owner those under its licences, regulators all of them, an auditor those of the operators its engagements in force cover.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Date, cast, func, select
+from sqlalchemy import Date, cast, false, func, select
 from sqlmodel import col
 from sqlmodel import select as sqlmodel_select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -23,6 +23,7 @@ from marketplace.delivery.models import Delivery, UsageCounter
 from marketplace.delivery.schemas import EntitlementView, Quota, Usage
 from marketplace.delivery.services.metering import Meter, month_of
 from marketplace.subscriptions.models import Entitlement, Subscription, SubscriptionStatus
+from supervision.engagements import spans_in_force
 
 #: Subscription statuses whose entitlements are listed (a past-due one is listed, and refused at the call).
 RUNNING = (SubscriptionStatus.active, SubscriptionStatus.past_due)
@@ -59,7 +60,12 @@ def scoped_deliveries(statement: Any, principal: Principal) -> Any:
             .join(Licence, col(Licence.id) == col(Product.licence_id))
             .where(col(Licence.owner_org_id) == principal.org_id)
         )
-    return statement
+    if principal.org_kind is OrgKind.auditor:  # the operators its engagements in force cover
+        spans = spans_in_force(principal.org_id)
+        return statement.where(col(Delivery.operator_id).in_(select(spans.c.operator_id)))
+    if principal.org_kind is OrgKind.regulator:
+        return statement
+    return statement.where(false())
 
 
 def _day(session: AsyncSession) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -13,11 +14,13 @@ from sqlalchemy import event as orm_events
 from sqlalchemy.orm import Session as OrmSession
 
 from licensing.models import DeliveryMode
-from marketplace.core.principal import OrgKind, Principal
+from marketplace.core.principal import OrgKind, Principal, Role
 from marketplace.core.settings import Settings
 from marketplace.delivery.services import list_exports, usage_by_day, usage_by_mode
 from marketplace.subscriptions.models import Entitlement
-from tests.factories import make_org
+from supervision.engagements import grant_engagement
+from supervision.schemas import EngagementCreate
+from tests.factories import make_org, make_user
 from tests.helpers import assert_problem
 from tests.licensing.factories import ledger_events, row_counts
 from tests.marketplace.delivery.support import bearer, counters, deliveries, delivery_client, rows_path, update, wait_for_exports
@@ -136,6 +139,20 @@ def test_usage_reads_are_scoped(settings: Settings, engine: Engine) -> None:
     assert {u.product_id for u in by_day(market.owner)} == {market.product.id, files.product.id}
     assert {u.product_id for u in by_day(regulator)} == {market.product.id, files.product.id}
     assert [u.product_id for u in by_day(regulator, product_id=files.product.id)] == [files.product.id]
+    # An audit firm: nothing without an engagement; with one over the file operator, that operator's usage only.
+    auditor = make_org(engine, OrgKind.auditor)
+    assert by_day(auditor) == []
+    admin = make_user(engine, market.owner, Role.admin)
+    owner = Principal(org_id=market.owner.id, org_kind=OrgKind.owner, org_name="owner", user_id=admin.id, role=Role.admin)
+    terms = EngagementCreate(
+        auditor_id=auditor.id,
+        operator_ids=[files.operator.id],
+        period_start=date(2026, 1, 1),
+        period_end=date(2026, 12, 31),
+        expires_at=datetime.now(UTC) + timedelta(days=5),
+    )
+    _run(settings, lambda s: grant_engagement(s, owner, terms))
+    assert {u.product_id for u in by_day(auditor)} == {files.product.id}
     modes = _run(settings, lambda s: usage_by_mode(s, _principal(regulator)))
     assert [(m.mode, m.calls, m.rows) for m in modes] == [(DeliveryMode.api, 2, 5), (DeliveryMode.file, 1, 60)]
     exports_f = _run(settings, lambda s: list_exports(s, _principal(files.buyer_a)))
