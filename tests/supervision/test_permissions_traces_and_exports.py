@@ -87,8 +87,10 @@ def test_route_answers_each_party_exactly(settings: Settings, engine: Engine, ca
     if response.status_code >= 400:
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.json()["code"]
-        # A refusal writes nothing, except an auditor's refused read outside its engagement, which is recorded.
-        recorded = party == "auditor" and not case.path.startswith(FINDINGS)
+        # A refusal writes nothing, except an auditor's attempt outside its engagement (a read, or a finding against
+        # an operator it does not cover), which is recorded.
+        raising = case.method == "POST" and case.path == FINDINGS
+        recorded = party == "auditor" and (raising or not case.path.startswith(FINDINGS))
         assert added == (["records.read_refused"] if recorded else [])
     elif case.path.startswith(FINDINGS):
         if case.method == "GET":
