@@ -535,8 +535,7 @@ async def get_licence(session: AsyncSession, principal: Principal, licence_id: u
     auditor asking for a licence outside its engagements: 403 ``outside_engagement``, recorded)."""
     licence = (await session.exec(_scoped(principal).where(Licence.id == licence_id))).first()
     if licence is None:
-        path = auditing.record_path("licences", licence_id)
-        await auditing.require_engagement(session, principal, path)
+        path = auditing.record_path("licensing/licences", licence_id)
         await auditing.refuse_record(session, principal, path, await session.get(Licence, licence_id) is not None)
         raise NotFound("No such licence.", code="licence_not_found")
     return licence  # type: ignore[no-any-return]

@@ -214,8 +214,7 @@ async def _visible_resource(session: AsyncSession, principal: Principal, resourc
     stmt = scope_resources(select(DataResource).where(DataResource.id == resource_id), principal)
     resource = (await session.exec(stmt)).first()
     if resource is None:
-        path = auditing.record_path("resources", resource_id)
-        await auditing.require_engagement(session, principal, path)
+        path = auditing.record_path("licensing/resources", resource_id)
         await auditing.refuse_record(session, principal, path, await session.get(DataResource, resource_id) is not None)
         raise NotFound("No such resource.", code="resource_not_found")
     return resource

@@ -4,25 +4,21 @@ as charts with their figures beside them (``supervision.dashboard`` computes the
 
 from __future__ import annotations
 
-import uuid
 from decimal import Decimal
 from typing import Any
 
 from litestar import Controller, Request, get
 from litestar.response import Redirect, Template
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from marketplace.catalog.models import Product
 from marketplace.core.errors import DomainError
 from marketplace.core.http import DbSession
 from marketplace.core.identity.models import Organisation
 from marketplace.core.principal import OrgKind, Principal
-from marketplace.web.buyer_pages import localised
 from marketplace.web.charts import Chart, stacked_bars
 from marketplace.web.i18n import current_locale
 from marketplace.web.i18n import gettext_ as _
 from marketplace.web.pages import _n, page
+from marketplace.web.supervision_drill import product_names
 from marketplace.web.supervision_pages import _day, _refused_page, _supervisor, organisations, refusal
 from supervision.dashboard import read_dashboard
 from supervision.scorecard import read_scorecards
@@ -72,19 +68,6 @@ def charts(board: dict[str, Any], product_names: dict[str, str], orgs: dict[str,
     }
 
 
-async def _product_names(session: AsyncSession, ids: list[str]) -> dict[str, str]:
-    wanted = []
-    for raw in ids:
-        try:
-            wanted.append(uuid.UUID(raw))
-        except ValueError:
-            continue
-    if not wanted:
-        return {}
-    rows = (await session.exec(select(Product).where(col(Product.id).in_(wanted)))).all()
-    return {str(p.id): localised(p, "name") for p in rows}
-
-
 class SupervisionDashboardController(Controller):
     include_in_schema = False
 
@@ -110,7 +93,7 @@ class SupervisionDashboardController(Controller):
                 board = await read_dashboard(db_session, who, None, None, None, path=request.url.path)
         except DomainError as exc:
             return _refused_page(request, exc)
-        names = await _product_names(db_session, [p["product_id"] for p in board["by_product"]])
+        names = await product_names(db_session, [p["product_id"] for p in board["by_product"]])
         orgs = {str(k): v for k, v in (await organisations(db_session, (OrgKind.operator,))).items()}
         share = board["public_welfare"]["share"]
         return page(

@@ -10,7 +10,7 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Date, cast, false, func, select
+from sqlalchemy import false, func, select
 from sqlmodel import col
 from sqlmodel import select as sqlmodel_select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -23,6 +23,7 @@ from marketplace.delivery.models import Delivery, UsageCounter
 from marketplace.delivery.schemas import EntitlementView, Quota, Usage
 from marketplace.delivery.services.metering import Meter, month_of
 from marketplace.subscriptions.models import Entitlement, Subscription, SubscriptionStatus
+from supervision.auditor_reads import utc_day
 from supervision.engagements import spans_in_force
 
 #: Subscription statuses whose entitlements are listed (a past-due one is listed, and refused at the call).
@@ -68,13 +69,6 @@ def scoped_deliveries(statement: Any, principal: Principal) -> Any:
     return statement.where(false())
 
 
-def _day(session: AsyncSession) -> Any:
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    if dialect == "postgresql":
-        return cast(func.timezone("UTC", col(Delivery.occurred_at)), Date)
-    return func.date(col(Delivery.occurred_at))  # stored in UTC as text: its first ten characters
-
-
 def _as_date(value: Any) -> date:
     if isinstance(value, datetime):
         return value.date()
@@ -89,7 +83,7 @@ async def usage_by_day(
     """Calls, rows and bytes delivered per day and product over the last ``days`` days (today included), oldest
     first, within the caller's scope; days without deliveries are absent."""
     since = datetime.combine(utcnow().date() - timedelta(days=max(days, 1) - 1), datetime.min.time(), tzinfo=utcnow().tzinfo)
-    day = _day(session).label("day")
+    day = utc_day(col(Delivery.occurred_at)).label("day")
     statement = select(
         day,
         col(Delivery.product_id),
