@@ -69,15 +69,15 @@ def _runs_background_jobs() -> bool:
 
 
 def _queue_alert_rules() -> None:
-    """Queue a run of the alert rules, unless one was queued moments ago or nothing runs background jobs."""
-    if not _runs_background_jobs():
-        return
+    """Queue a run of the alert rules, unless one was queued moments ago or nothing runs background jobs. The
+    debounce comes first: metering flushes call this many times a second under load."""
     with _queue_lock:
         now = time.monotonic()
         if now - _last_queued[0] < ALERT_RUN_DEBOUNCE_SECONDS:
             return
         _last_queued[0] = now
-    enqueue(evaluate_alert_rules_task)
+    if _runs_background_jobs():
+        enqueue(evaluate_alert_rules_task)
 
 
 def queue_alert_rules_after_commit(session: AsyncSession, events: Sequence[DomainEvent]) -> None:
