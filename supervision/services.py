@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import TextClause, func, text, update
+from sqlalchemy import TextClause, func, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from marketplace.core.db import insert_many
+from marketplace.core.db import insert_rows
 from marketplace.core.errors import InvalidInput, NotFound
 from marketplace.core.events import DomainEvent
 from marketplace.core.types import utcnow
@@ -54,21 +55,26 @@ def canonical_event(index: int, event: DomainEvent) -> bytes:
     return canonical_json(document, plain=plain or None)
 
 
-async def _lock_head(session: AsyncSession) -> LedgerHead:
-    # The UPDATE takes the row lock first (PostgreSQL) or the write lock (SQLite): appends are serialised,
-    # so indices are contiguous and a rolled-back transaction gives its indices back.
-    lock = update(LedgerHead).where(col(LedgerHead.id) == 1).values(size=LedgerHead.size)
-    result = await session.exec(lock)  # type: ignore[call-overload]
-    if result.rowcount == 0:  # the head row is created with the schema; recreate it if it was removed
-        dialect = session.bind.dialect.name if session.bind else "sqlite"
-        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-        await session.exec(insert(LedgerHead).values(id=1, size=0, frontier="[]").on_conflict_do_nothing())  # type: ignore[call-overload]
-        await session.exec(lock)  # type: ignore[call-overload]
-    return (await session.exec(select(LedgerHead).where(LedgerHead.id == 1).execution_options(populate_existing=True))).one()
+#: Takes the row lock first (PostgreSQL) or the write lock (SQLite): appends are serialised, so indices are
+#: contiguous and a rolled-back transaction gives its indices back.
+_HEAD_LOCK = text("UPDATE ledger_head SET size = size WHERE id = 1 RETURNING size, frontier")
+_HEAD_WRITE = text("UPDATE ledger_head SET size = :size, frontier = :frontier WHERE id = 1")
 
 
-#: Called with the session and the events of every append (before the commit), e.g. to run the alert rules after it.
-AppendWatcher = Callable[[AsyncSession, Sequence[DomainEvent]], None]
+def _lock_head(session: Session) -> tuple[int, str]:
+    """Lock the ledger's head row and read it: the tree size and its frontier (JSON)."""
+    connection = session.connection()
+    row = connection.execute(_HEAD_LOCK).first()
+    if row is None:  # the head row is created with the schema; recreate it if it was removed
+        insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+        connection.execute(insert(LedgerHead).values(id=1, size=0, frontier="[]").on_conflict_do_nothing())
+        row = connection.execute(_HEAD_LOCK).one()
+    return int(row[0]), str(row[1])
+
+
+#: Called with the (sync) session and the events of every append (before the commit), e.g. to run the alert rules
+#: after it.
+AppendWatcher = Callable[[Session, Sequence[DomainEvent]], None]
 _append_watchers: list[AppendWatcher] = []
 
 
@@ -87,14 +93,23 @@ async def record_many(session: AsyncSession, events: Sequence[DomainEvent]) -> l
     """Append several events under one lock (group commit for high-rate sources); the caller commits."""
     if not events:
         return []
-    head = await _lock_head(session)
-    frontier: list[tuple[int, bytes]] = [(level, bytes.fromhex(value)) for level, value in json.loads(head.frontier)]
+    return await session.run_sync(append_many, events)
+
+
+def append_many(session: Session, events: Sequence[DomainEvent]) -> list[int]:
+    """:func:`record_many` in a sync session: of a sync engine (metering's writer thread), or an async session's own.
+    The caller commits."""
+    if not events:
+        return []
+    session.flush()  # the caller's pending changes first, as an ORM query would (their errors surface here)
+    size, stored_frontier = _lock_head(session)
+    frontier: list[tuple[int, bytes]] = [(level, bytes.fromhex(value)) for level, value in json.loads(stored_frontier)]
     indices = []
     # Plain rows written with one executemany per table (no ORM objects: a metering flush appends hundreds).
     entries: list[dict[str, Any]] = []
     nodes: list[dict[str, Any]] = []
     for event in events:
-        index = head.size
+        index = size
         leaf_input = canonical_event(index, event)
         value = merkle.leaf_hash(leaf_input)
         entries.append(
@@ -112,13 +127,13 @@ async def record_many(session: AsyncSession, events: Sequence[DomainEvent]) -> l
             height += 1
             nodes.append({"level": height, "position": index >> height, "hash": current})
         frontier.append((height, current))
-        head.size += 1
+        size += 1
         indices.append(index)
-    head.frontier = json.dumps([[level, value.hex()] for level, value in frontier])
-    session.add(head)
-    await session.flush()
-    await insert_many(session, LedgerEntry.__table__, entries)  # type: ignore[attr-defined]
-    await insert_many(session, LedgerNode.__table__, nodes)  # type: ignore[attr-defined]
+    session.connection().execute(
+        _HEAD_WRITE, {"size": size, "frontier": json.dumps([[level, value.hex()] for level, value in frontier])}
+    )
+    insert_rows(session, LedgerEntry.__table__, entries)  # type: ignore[attr-defined]
+    insert_rows(session, LedgerNode.__table__, nodes)  # type: ignore[attr-defined]
     for watcher in _append_watchers:
         watcher(session, events)
     return indices

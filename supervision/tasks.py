@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import event as orm_event
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.orm import Session
 
 from marketplace.core.events import DomainEvent
 from marketplace.core.tasks import celery_app, enqueue, periodic, run_in_session, task_settings
@@ -80,7 +80,7 @@ def _queue_alert_rules() -> None:
         enqueue(evaluate_alert_rules_task)
 
 
-def queue_alert_rules_after_commit(session: AsyncSession, events: Sequence[DomainEvent]) -> None:
+def queue_alert_rules_after_commit(session: Session, events: Sequence[DomainEvent]) -> None:
     """A ledger append watcher: when ``events`` include one an alert rule starts from, run the rules once the
     transaction has committed (a rolled-back change raises nothing)."""
     if not any(alerts.is_trigger(e.type) for e in events) or session.info.get("alert_rules_queued"):
@@ -91,4 +91,4 @@ def queue_alert_rules_after_commit(session: AsyncSession, events: Sequence[Domai
         session.info.pop("alert_rules_queued", None)
         _queue_alert_rules()
 
-    orm_event.listen(session.sync_session, "after_commit", after_commit, once=True)
+    orm_event.listen(session, "after_commit", after_commit, once=True)

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy import types as satypes
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool, QueuePool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -165,8 +166,19 @@ def _as_is(value: Any) -> Any:
     return value
 
 
+#: Positional placeholders of each driver's paramstyle.
+_MARKS: dict[str, Callable[[int], str]] = {
+    "qmark": lambda _i: "?",
+    "numeric_dollar": lambda i: f"${i}",
+    "format": lambda _i: "%s",
+    "pyformat": lambda _i: "%s",
+}
+
+
 @functools.lru_cache(maxsize=64)
-def _driver_insert(table: Table, columns: tuple[str, ...], dialect: str) -> tuple[str, tuple[Callable[[Any], Any], ...]]:
+def _driver_insert(
+    table: Table, columns: tuple[str, ...], dialect: str, paramstyle: str
+) -> tuple[str, tuple[Callable[[Any], Any], ...]]:
     """The driver's INSERT statement for ``columns`` of ``table`` and one converter per column, giving each value as
     SQLAlchemy would bind it for ``dialect``."""
     converters: list[Callable[[Any], Any]] = []
@@ -183,20 +195,51 @@ def _driver_insert(table: Table, columns: tuple[str, ...], dialect: str) -> tupl
             converters.append(_as_is)
         else:
             raise TypeError(f"insert_many does not write {type(column_type).__name__} columns ({table.name}.{name})")
-    marks = ", ".join("?" if dialect == "sqlite" else f"${i}" for i in range(1, len(columns) + 1))
+    marks = ", ".join(_MARKS[paramstyle](i) for i in range(1, len(columns) + 1))
     # Names are the table's own (each looked up in table.c above); values go as parameters.
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
     return sql, tuple(converters)
 
 
-async def insert_many(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert ``rows`` (all with the same keys) into ``table`` in the session's transaction with one executemany of
     the driver, without compiling or binding per row (for high-rate writers: metering, the ledger). Values are
-    converted as the column types bind them (UUIDs, UTC timestamps, enums); the NUL guard still applies."""
+    converted as the column types bind them (UUIDs, UTC timestamps, enums); the NUL guard still applies.
+
+    ``session`` is a sync session: of a sync engine, or an async session's own (``AsyncSession.run_sync``)."""
     if not rows:
         return
-    connection = await session.connection()
+    connection = session.connection()
     columns = tuple(rows[0])
-    sql, converters = _driver_insert(table, columns, connection.dialect.name)
+    sql, converters = _driver_insert(table, columns, connection.dialect.name, connection.dialect.paramstyle)
     pairs = tuple(zip(columns, converters, strict=True))
-    await connection.exec_driver_sql(sql, [tuple(convert(row[name]) for name, convert in pairs) for row in rows])
+    connection.exec_driver_sql(sql, [tuple(convert(row[name]) for name, convert in pairs) for row in rows])
+
+
+@functools.lru_cache(maxsize=32)
+def _driver_upsert_adding(
+    table: Table, keys: tuple[str, ...], added: tuple[str, ...], dialect: str, paramstyle: str
+) -> tuple[str, tuple[Callable[[Any], Any], ...]]:
+    insert, converters = _driver_insert(table, keys + added, dialect, paramstyle)
+    sums = ", ".join(f"{name} = {table.name}.{name} + excluded.{name}" for name in added)
+    return f"{insert} ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sums}", converters
+
+
+def add_to_rows(session: Session, table: Table, keys: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Add each row's other columns to the row of ``table`` with the same ``keys`` (its primary key or a unique
+    constraint), inserting the row where there is none: counters bumped by high-rate writers with one executemany of
+    the driver (SQLite and PostgreSQL share ``INSERT ... ON CONFLICT ... DO UPDATE``). Rows go in the order given:
+    writers that bump several counters should sort them alike, so that they never deadlock each other."""
+    if not rows:
+        return
+    connection = session.connection()
+    added = tuple(name for name in rows[0] if name not in keys)
+    sql, converters = _driver_upsert_adding(table, keys, added, connection.dialect.name, connection.dialect.paramstyle)
+    pairs = tuple(zip(keys + added, converters, strict=True))
+    connection.exec_driver_sql(sql, [tuple(convert(row[name]) for name, convert in pairs) for row in rows])
+
+
+async def insert_many(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """:func:`insert_rows` in an async session's transaction."""
+    if rows:
+        await session.run_sync(insert_rows, table, rows)

@@ -1,5 +1,6 @@
-"""``insert_many`` (the driver-level executemany of metering and the ledger) stores exactly what SQLAlchemy's own
-insert stores, on both databases, and keeps the NUL guard."""
+"""``insert_many`` / ``insert_rows`` (the driver-level executemany of metering and the ledger) store exactly what
+SQLAlchemy's own insert stores, on both databases and through both drivers, and keep the NUL guard; ``add_to_rows``
+bumps counters."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import BigInteger, Column, Engine, LargeBinary, MetaData, String, Table, Text, insert, select
 from sqlalchemy import Uuid as SAUuid
+from sqlalchemy.orm import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from marketplace.core.db import insert_many
+from marketplace.core.db import add_to_rows, insert_many, insert_rows
 from marketplace.core.errors import InvalidInput
 from marketplace.core.types import UTCDateTime, enum_column
 from tests.supervision.ledger_helpers import run
@@ -115,5 +117,65 @@ def test_naive_times_and_unknown_columns_are_refused(engine: Engine, database_ur
         with pytest.raises(KeyError):
             run(database_url, unknown)
         assert _stored(engine, table) == []
+    finally:
+        table.drop(engine)
+
+
+def test_a_sync_session_of_the_sync_driver_stores_the_same(engine: Engine) -> None:
+    """Metering's writer thread inserts through the sync driver (sqlite3, psycopg: another paramstyle than asyncpg)."""
+    ours, theirs = _table(), _table()
+    for table in (ours, theirs):
+        table.create(engine)
+    try:
+        batch = [_row(n) for n in range(1, 4)]
+        with Session(engine) as session:
+            insert_rows(session, ours, batch)
+            session.execute(insert(theirs), batch)
+            session.commit()
+        assert len(_stored(engine, ours)) == 3
+        assert _stored(engine, ours) == _stored(engine, theirs)
+    finally:
+        for table in (ours, theirs):
+            table.drop(engine)
+
+
+def _counters() -> Table:
+    return Table(
+        f"add_to_rows_{uuid.uuid4().hex[:8]}",
+        MetaData(),
+        Column("owner", SAUuid, primary_key=True),
+        Column("month", String(7), primary_key=True),
+        Column("calls", BigInteger, nullable=False),
+        Column("rows", BigInteger, nullable=False),
+    )
+
+
+def test_add_to_rows_inserts_missing_counters_and_adds_to_existing_ones(engine: Engine, database_url: str) -> None:
+    table = _counters()
+    table.create(engine)
+    keys = ("owner", "month")
+    first, second = uuid.UUID(int=1), uuid.UUID(int=2)
+    try:
+        with Session(engine) as session:
+            add_to_rows(session, table, keys, [{"owner": first, "month": "2026-11", "calls": 2, "rows": 10}])
+            session.commit()
+
+        async def write(session: AsyncSession) -> None:
+            await session.run_sync(
+                add_to_rows,
+                table,
+                keys,
+                [
+                    {"owner": first, "month": "2026-11", "calls": 3, "rows": 5},
+                    {"owner": first, "month": "2026-12", "calls": 1, "rows": 1},
+                    {"owner": second, "month": "2026-11", "calls": 7, "rows": 0},
+                ],
+            )
+            await session.commit()
+
+        run(database_url, write)
+        with engine.connect() as connection:
+            stored = {(r.owner, r.month): (r.calls, r.rows) for r in connection.execute(select(table))}
+        assert stored == {(first, "2026-11"): (5, 15), (first, "2026-12"): (1, 1), (second, "2026-11"): (7, 0)}
     finally:
         table.drop(engine)
