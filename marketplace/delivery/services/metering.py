@@ -42,7 +42,7 @@ import supervision.services as ledger
 from licensing.models import DeliveryMode
 from marketplace.core.db import Database, add_to_rows, create_sync_engine, insert_rows
 from marketplace.core.events import Actor, DomainEvent
-from marketplace.core.types import utcnow
+from marketplace.core.types import utcnow, uuid7
 from marketplace.delivery.models import Delivery, UsageCounter
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def write_metered(
             Delivery.__table__,  # type: ignore[attr-defined]
             [
                 {
-                    "id": uuid.uuid4(),
+                    "id": uuid7(),  # time-ordered: appended to the key's index, not written on a random page of it
                     "entitlement_id": d.entitlement_id,
                     "subscription_id": d.subscription_id,
                     "buyer_org_id": d.buyer_org_id,
