@@ -17,6 +17,7 @@ from marketplace.core.ratelimit import (
     RateLimiter,
     RedisRateLimiter,
     create_rate_limiter,
+    lease_size,
 )
 from tests import settings as test_settings
 
@@ -234,3 +235,53 @@ def test_redis_refuses_bad_inputs_and_is_chosen_by_url(redis_url: str, prefix: s
             await limiter.close()
 
     asyncio.run(main())
+
+
+def test_lease_sizes_leave_small_buckets_alone() -> None:
+    assert lease_size(0.001, 10, 1) == 1
+    assert lease_size(100.0, 19, 1) == 1
+    assert lease_size(1000.0, 1000, 1) == 50  # a twentieth of a second's refill
+    assert lease_size(1_000_000.0, 1_000_000, 1) == 100  # at most 100
+    assert lease_size(1000.0, 100, 4) == 10  # a tenth of the burst
+    assert lease_size(1000.0, 100, 30) == 30  # never less than the call costs
+
+
+@pytest.mark.integration
+def test_redis_leases_tokens_to_busy_callers_and_never_gives_more_than_the_bucket(redis_url: str, prefix: str) -> None:
+    async def main() -> tuple[int, int, float]:
+        limiters = [RedisRateLimiter(redis_url, prefix=prefix) for _ in range(2)]  # as two processes would have
+
+        async def caller(limiter: RedisRateLimiter) -> int:
+            return sum([(await limiter.take("busy", rate_per_s=100.0, burst=200)).allowed for _ in range(50)])
+
+        try:
+            started = time.monotonic()
+            allowed = await asyncio.gather(*(caller(limiters[i % 2]) for i in range(20)))
+            elapsed = time.monotonic() - started
+            return sum(allowed), sum(x.redis_calls for x in limiters), elapsed
+        finally:
+            for limiter in limiters:
+                await limiter.close()
+
+    allowed, redis_calls, elapsed = asyncio.run(main())
+    assert 200 <= allowed <= 200 + 100 * elapsed + 1
+    assert redis_calls < 1000  # leases of 5 spared most round trips to Redis
+
+
+@pytest.mark.integration
+def test_redis_leases_lapse(redis_url: str, prefix: str) -> None:
+    now = [1000.0]
+
+    async def main() -> list[int]:
+        limiter = RedisRateLimiter(redis_url, prefix=prefix, clock=lambda: now[0])
+        calls = []
+        try:
+            for step in (0.0, 0.1, 0.1, 0.6):  # leased at the first take, spent locally, lapsed after half a second
+                now[0] += step
+                assert (await limiter.take("lapsing", rate_per_s=1000.0, burst=1000)).allowed
+                calls.append(limiter.redis_calls)
+        finally:
+            await limiter.close()
+        return calls
+
+    assert asyncio.run(main()) == [1, 1, 1, 2]
