@@ -6,7 +6,7 @@ import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -150,6 +150,10 @@ def _sqlite_datetime(value: datetime | None) -> str | None:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+def _sqlite_date(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -189,6 +193,8 @@ def _driver_insert(
             converters.append(_sqlite_uuid if dialect == "sqlite" else _as_is)
         elif isinstance(impl, satypes.DateTime):
             converters.append(_sqlite_datetime if dialect == "sqlite" else _utc)
+        elif isinstance(impl, satypes.Date):
+            converters.append(_sqlite_date if dialect == "sqlite" else _as_is)
         elif isinstance(impl, satypes.Enum):
             converters.append(_enum_value)
         elif isinstance(impl, satypes.String | satypes.Integer | satypes.LargeBinary | satypes.Boolean):

@@ -54,10 +54,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return moment.astimezone(UTC)
 
 
-def enum_column(enum_cls: type[StrEnum], *, index: bool = False, nullable: bool = False) -> Column[Any]:
+def enum_column(
+    enum_cls: type[StrEnum], *, index: bool = False, nullable: bool = False, primary_key: bool = False
+) -> Column[Any]:
     """A column storing a StrEnum by its value (VARCHAR, no database enum type) and reading it back as the enum."""
     return Column(
         SAEnum(enum_cls, native_enum=False, length=32, values_callable=lambda members: [m.value for m in members]),
         index=index,
         nullable=nullable,
+        primary_key=primary_key,
     )

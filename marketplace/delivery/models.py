@@ -1,5 +1,5 @@
 """Delivery tables: every metered delivery (API call, file export, sandbox query), the monthly usage counters
-quota is enforced against, and file exports with their fingerprint.
+quota is enforced against, the daily usage the consoles chart, and file exports with their fingerprint.
 
 A delivery row holds metadata only (rows, bytes, mode, what was asked in outline): never the data delivered.
 """
@@ -7,10 +7,10 @@ A delivery row holds metadata only (rows, bytes, mode, what was asked in outline
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Column, Index, Text
+from sqlalchemy import BigInteger, Column, Text
 from sqlmodel import Field, SQLModel
 
 from licensing.models import DeliveryMode
@@ -35,14 +35,9 @@ class Delivery(SQLModel, table=True):
     """One metered delivery: rows and bytes delivered under an entitlement, and the ledger entry recording it."""
 
     __tablename__ = "delivery"
-    __table_args__ = (
-        Index("ix_delivery_buyer_time", "buyer_org_id", "occurred_at"),
-        Index("ix_delivery_product_time", "product_id", "occurred_at"),
-        Index("ix_delivery_operator_time", "operator_id", "occurred_at"),
-    )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    entitlement_id: uuid.UUID = Field(foreign_key="entitlement.id", index=True)
+    entitlement_id: uuid.UUID = Field(foreign_key="entitlement.id")
     subscription_id: uuid.UUID = Field(foreign_key="subscription.id", index=True)
     buyer_org_id: uuid.UUID = Field(foreign_key="organisation.id")
     operator_id: uuid.UUID = Field(foreign_key="organisation.id")
@@ -64,6 +59,23 @@ class UsageCounter(SQLModel, table=True):
 
     entitlement_id: uuid.UUID = Field(foreign_key="entitlement.id", primary_key=True)
     month: str = Field(max_length=7, primary_key=True)  # "2026-12"
+    calls: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    rows: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+
+
+class UsageDay(SQLModel, table=True):
+    """Calls, rows and bytes delivered on one day (UTC) of one product to one buyer in one mode: what the consoles'
+    usage charts read, kept by the meter in the transaction of the deliveries it adds up (so the delivery table,
+    written at every call, carries no index for the charts)."""
+
+    __tablename__ = "usage_day"
+
+    day: date = Field(primary_key=True)
+    product_id: uuid.UUID = Field(foreign_key="product.id", primary_key=True)
+    buyer_org_id: uuid.UUID = Field(foreign_key="organisation.id", primary_key=True)
+    operator_id: uuid.UUID = Field(foreign_key="organisation.id", primary_key=True)
+    mode: DeliveryMode = Field(sa_column=enum_column(DeliveryMode, primary_key=True))
     calls: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     rows: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))

@@ -9,7 +9,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,11 @@ from marketplace.catalog.models import (
     Product,
     ProductStatus,
 )
+from marketplace.core.db import add_to_rows
 from marketplace.core.identity.models import Organisation
 from marketplace.core.principal import OrgKind
 from marketplace.core.types import utcnow
-from marketplace.delivery.models import Delivery
+from marketplace.delivery.models import Delivery, UsageDay
 from marketplace.subscriptions.models import (
     BuyerQualification,
     Entitlement,
@@ -267,6 +268,23 @@ def make_deliveries(
             )
             session.add(delivery)
             made.append(delivery)
+            add_to_rows(  # what the meter keeps beside each delivery for the usage charts
+                session,
+                UsageDay.__table__,  # type: ignore[attr-defined]
+                ("day", "product_id", "buyer_org_id", "operator_id", "mode"),
+                [
+                    {
+                        "day": delivery.occurred_at.astimezone(UTC).date(),
+                        "product_id": delivery.product_id,
+                        "buyer_org_id": delivery.buyer_org_id,
+                        "operator_id": delivery.operator_id,
+                        "mode": delivery.mode,
+                        "calls": 1,
+                        "rows": delivery.rows,
+                        "bytes": delivery.bytes,
+                    }
+                ],
+            )
         session.commit()
         for delivery in made:
             session.refresh(delivery)

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -43,7 +43,7 @@ from licensing.models import DeliveryMode
 from marketplace.core.db import Database, add_to_rows, create_sync_engine, insert_rows
 from marketplace.core.events import Actor, DomainEvent
 from marketplace.core.types import utcnow, uuid7
-from marketplace.delivery.models import Delivery, UsageCounter
+from marketplace.delivery.models import Delivery, UsageCounter, UsageDay
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,11 @@ class MeteredDelivery:
     def month(self) -> str:
         """The usage month this delivery counts in."""
         return month_of(self.occurred_at)
+
+    @property
+    def day(self) -> date:
+        """The day (UTC) this delivery is charted on."""
+        return self.occurred_at.astimezone(UTC).date()
 
     def event(self) -> DomainEvent:
         """The ``delivery.recorded`` ledger event."""
@@ -207,16 +212,24 @@ def write_metered(
             ],
         )
         usage: dict[tuple[uuid.UUID, str], PendingUsage] = {}
+        days: dict[tuple[date, uuid.UUID, uuid.UUID, uuid.UUID, str], PendingUsage] = {}
         for d in deliveries:
-            pending = usage.setdefault((d.entitlement_id, d.month), PendingUsage())
-            pending.calls += 1
-            pending.rows += d.rows
-            pending.bytes += d.bytes
-        _bump_counters(session, usage)
+            for pending in (
+                usage.setdefault((d.entitlement_id, d.month), PendingUsage()),
+                days.setdefault((d.day, d.product_id, d.buyer_org_id, d.operator_id, d.mode.value), PendingUsage()),
+            ):
+                pending.calls += 1
+                pending.rows += d.rows
+                pending.bytes += d.bytes
+        _bump_counters(session, usage, days)
     return indices[: len(deliveries)]
 
 
-def _bump_counters(session: Session, usage: dict[tuple[uuid.UUID, str], PendingUsage]) -> None:
+def _bump_counters(
+    session: Session,
+    usage: dict[tuple[uuid.UUID, str], PendingUsage],
+    days: dict[tuple[date, uuid.UUID, uuid.UUID, uuid.UUID, str], PendingUsage],
+) -> None:
     # In a fixed order: two flushes of several processes never deadlock each other.
     add_to_rows(
         session,
@@ -225,6 +238,16 @@ def _bump_counters(session: Session, usage: dict[tuple[uuid.UUID, str], PendingU
         [
             {"entitlement_id": entitlement_id, "month": month, "calls": p.calls, "rows": p.rows, "bytes": p.bytes}
             for (entitlement_id, month), p in sorted(usage.items(), key=lambda item: (str(item[0][0]), item[0][1]))
+        ],
+    )
+    add_to_rows(
+        session,
+        UsageDay.__table__,  # type: ignore[attr-defined]
+        ("day", "product_id", "buyer_org_id", "operator_id", "mode"),
+        [
+            {"day": k[0], "product_id": k[1], "buyer_org_id": k[2], "operator_id": k[3], "mode": k[4]}
+            | {"calls": p.calls, "rows": p.rows, "bytes": p.bytes}
+            for k, p in sorted(days.items(), key=lambda item: (item[0][0], str(item[0][1]), str(item[0][2]), item[0][4]))
         ],
     )
 

@@ -1,13 +1,14 @@
 """Reads of delivery usage: the caller's running entitlements with this month's use, and deliveries by day and by
-mode for the consoles' charts. One scoping helper: a buyer sees its own deliveries, an operator those of its
-products, the owner those under its licences, regulators all of them, an auditor those of the operators its engagements in force cover.
+mode for the consoles' charts (from the daily usage the meter keeps). One scoping helper: a buyer sees its own
+deliveries, an operator those of its products, the owner those under its licences, regulators all of them, an
+auditor those of the operators its engagements in force cover.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import false, func, select
@@ -19,11 +20,10 @@ from licensing.models import DeliveryMode, Licence
 from marketplace.catalog.models import Product
 from marketplace.core.principal import OrgKind, Principal
 from marketplace.core.types import utcnow
-from marketplace.delivery.models import Delivery, UsageCounter
+from marketplace.delivery.models import UsageCounter, UsageDay
 from marketplace.delivery.schemas import EntitlementView, Quota, Usage
 from marketplace.delivery.services.metering import Meter, month_of
 from marketplace.subscriptions.models import Entitlement, Subscription, SubscriptionStatus
-from supervision.auditor_reads import utc_day
 from supervision.engagements import spans_in_force
 
 #: Subscription statuses whose entitlements are listed (a past-due one is listed, and refused at the call).
@@ -49,32 +49,36 @@ class ModeUsage(NamedTuple):
     bytes: int
 
 
-def scoped_deliveries(statement: Any, principal: Principal) -> Any:
-    """Restrict a query over ``Delivery`` to what the caller may see."""
+def scoped_usage(statement: Any, principal: Principal) -> Any:
+    """Restrict a query over ``UsageDay`` to what the caller may see."""
     if principal.org_kind is OrgKind.buyer:
-        return statement.where(col(Delivery.buyer_org_id) == principal.org_id)
+        return statement.where(col(UsageDay.buyer_org_id) == principal.org_id)
     if principal.org_kind is OrgKind.operator:
-        return statement.where(col(Delivery.operator_id) == principal.org_id)
+        return statement.where(col(UsageDay.operator_id) == principal.org_id)
     if principal.org_kind is OrgKind.owner:
         return (
-            statement.join(Product, col(Product.id) == col(Delivery.product_id))
+            statement.join(Product, col(Product.id) == col(UsageDay.product_id))
             .join(Licence, col(Licence.id) == col(Product.licence_id))
             .where(col(Licence.owner_org_id) == principal.org_id)
         )
     if principal.org_kind is OrgKind.auditor:  # the operators its engagements in force cover
         spans = spans_in_force(principal.org_id)
-        return statement.where(col(Delivery.operator_id).in_(select(spans.c.operator_id)))
+        return statement.where(col(UsageDay.operator_id).in_(select(spans.c.operator_id)))
     if principal.org_kind is OrgKind.regulator:
         return statement
     return statement.where(false())
 
 
-def _as_date(value: Any) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value)[:10])
+def _first_day(days: int) -> date:
+    return utcnow().date() - timedelta(days=max(days, 1) - 1)
+
+
+def _totals() -> tuple[Any, Any, Any]:
+    return (
+        func.coalesce(func.sum(col(UsageDay.calls)), 0),
+        func.coalesce(func.sum(col(UsageDay.rows)), 0),
+        func.coalesce(func.sum(col(UsageDay.bytes)), 0),
+    )
 
 
 async def usage_by_day(
@@ -82,39 +86,27 @@ async def usage_by_day(
 ) -> list[DayUsage]:
     """Calls, rows and bytes delivered per day and product over the last ``days`` days (today included), oldest
     first, within the caller's scope; days without deliveries are absent."""
-    since = datetime.combine(utcnow().date() - timedelta(days=max(days, 1) - 1), datetime.min.time(), tzinfo=utcnow().tzinfo)
-    day = utc_day(col(Delivery.occurred_at)).label("day")
-    statement = select(
-        day,
-        col(Delivery.product_id),
-        func.count().label("calls"),
-        func.coalesce(func.sum(col(Delivery.rows)), 0),
-        func.coalesce(func.sum(col(Delivery.bytes)), 0),
-    ).where(col(Delivery.occurred_at) >= since)
+    statement = select(col(UsageDay.day), col(UsageDay.product_id), *_totals()).where(col(UsageDay.day) >= _first_day(days))
     if product_id is not None:
-        statement = statement.where(col(Delivery.product_id) == product_id)
+        statement = statement.where(col(UsageDay.product_id) == product_id)
     statement = (
-        scoped_deliveries(statement, principal).group_by(day, col(Delivery.product_id)).order_by(day, col(Delivery.product_id))
+        scoped_usage(statement, principal)
+        .group_by(col(UsageDay.day), col(UsageDay.product_id))
+        .order_by(col(UsageDay.day), col(UsageDay.product_id))
     )
-    rows = (await (await session.connection()).execute(statement)).all()
-    return [DayUsage(_as_date(d), p, int(c), int(r), int(b)) for d, p, c, r, b in rows]
+    rows = (await session.exec(statement)).all()  # type: ignore[call-overload]
+    return [DayUsage(d, p, int(c), int(r), int(b)) for d, p, c, r, b in rows]
 
 
 async def usage_by_mode(
     session: AsyncSession, principal: Principal, *, days: int = 30, product_id: uuid.UUID | None = None
 ) -> list[ModeUsage]:
     """Calls, rows and bytes delivered per mode over the last ``days`` days, within the caller's scope."""
-    since = datetime.combine(utcnow().date() - timedelta(days=max(days, 1) - 1), datetime.min.time(), tzinfo=utcnow().tzinfo)
-    statement = select(
-        col(Delivery.mode),
-        func.count(),
-        func.coalesce(func.sum(col(Delivery.rows)), 0),
-        func.coalesce(func.sum(col(Delivery.bytes)), 0),
-    ).where(col(Delivery.occurred_at) >= since)
+    statement = select(col(UsageDay.mode), *_totals()).where(col(UsageDay.day) >= _first_day(days))
     if product_id is not None:
-        statement = statement.where(col(Delivery.product_id) == product_id)
-    statement = scoped_deliveries(statement, principal).group_by(col(Delivery.mode)).order_by(col(Delivery.mode))
-    rows = (await (await session.connection()).execute(statement)).all()
+        statement = statement.where(col(UsageDay.product_id) == product_id)
+    statement = scoped_usage(statement, principal).group_by(col(UsageDay.mode)).order_by(col(UsageDay.mode))
+    rows = (await session.exec(statement)).all()  # type: ignore[call-overload]
     return [ModeUsage(DeliveryMode(m), int(c), int(r), int(b)) for m, c, r, b in rows]
 
 
