@@ -219,7 +219,26 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     columns = tuple(rows[0])
     sql, converters = _driver_insert(table, columns, connection.dialect.name, connection.dialect.paramstyle)
     pairs = tuple(zip(columns, converters, strict=True))
-    connection.exec_driver_sql(sql, [tuple(convert(row[name]) for name, convert in pairs) for row in rows])
+    values = [tuple(convert(row[name]) for name, convert in pairs) for row in rows]
+    if connection.dialect.driver == "psycopg" and len(values) > 1:
+        # PostgreSQL through psycopg: COPY, a fraction of an executemany's cost per row. COPY runs no statement
+        # events, so the NUL guard is applied here.
+        if _has_nul(values):
+            raise InvalidInput("Text may not contain NUL (U+0000) characters.", code="invalid_input")
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor, cursor.copy(_copy_statement(table, columns)) as copy:
+            for value in values:
+                copy.write_row(value)
+        return
+    connection.exec_driver_sql(sql, values)
+
+
+@functools.lru_cache(maxsize=64)
+def _copy_statement(table: Table, columns: tuple[str, ...]) -> str:
+    for name in columns:
+        table.c[name]
+    return f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
 
 
 @functools.lru_cache(maxsize=32)

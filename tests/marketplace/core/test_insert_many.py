@@ -179,3 +179,17 @@ def test_add_to_rows_inserts_missing_counters_and_adds_to_existing_ones(engine: 
         assert stored == {(first, "2026-11"): (5, 15), (first, "2026-12"): (1, 1), (second, "2026-11"): (7, 0)}
     finally:
         table.drop(engine)
+
+
+def test_the_sync_driver_keeps_the_nul_guard_and_writes_nothing(engine: Engine) -> None:
+    """On PostgreSQL the sync driver's rows go by COPY, which runs no statement events: the guard must still hold."""
+    table = _table()
+    table.create(engine)
+    try:
+        with Session(engine) as session:
+            with pytest.raises(InvalidInput):
+                insert_rows(session, table, [_row(1), _row(2, label="a\x00b")])
+            session.rollback()
+        assert _stored(engine, table) == []
+    finally:
+        table.drop(engine)
