@@ -18,12 +18,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Litestar, Request, Response
+from litestar import Controller, Litestar, Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
-from litestar.response import File, Stream
+from litestar.response import File
+from litestar.response.base import ASGIResponse
+from litestar.response.streaming import ASGIStreamingResponse
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from marketplace.core.errors import Forbidden
@@ -43,6 +46,7 @@ from marketplace.delivery.schemas import (
     ExportCreate,
     ExportList,
     ExportView,
+    RowsPage,
     SandboxQuery,
     SandboxResult,
 )
@@ -123,8 +127,15 @@ class DataController(Controller):
         "the `X-Next-Cursor` header). Metered: one call and the rows delivered." + REFUSALS,
         guards=[requires_all(requires_buyer, requires_scope("data:read"))],
         opt=TOKEN,
-        responses=problems(401, 403, 409, 429),
-        response_description="JSON {items: [...], next_cursor} or CSV",
+        responses={
+            **problems(401, 403, 409, 429),
+            200: ResponseSpec(
+                data_container=RowsPage,
+                media_type="application/json",
+                description="JSON {items: [...], next_cursor}, or CSV (next cursor in `X-Next-Cursor`)",
+                generate_examples=False,
+            ),
+        },
     )
     async def rows(
         self,
@@ -136,7 +147,7 @@ class DataController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, QueryParameter(max_length=500)] = None,
         answer_format: Annotated[Literal["json", "csv"] | None, QueryParameter(name="format")] = None,
-    ) -> Response[bytes] | Stream:
+    ) -> ASGIResponse:
         fmt: Literal["json", "csv"] = answer_format or ("csv" if "text/csv" in request.headers.get("accept", "") else "json")
         page = await fetch_rows(
             runtime_of(state),
@@ -149,9 +160,10 @@ class DataController(Controller):
             fmt=fmt,
         )
         headers = {"X-Next-Cursor": page.next_cursor} if page.next_cursor else {}
+        # Answered as ASGI responses directly: the body is encoded already, and this is the busiest route.
         if len(page.body) <= CHUNK:  # one chunk: sent whole, with its length
-            return Response(page.body, media_type=page.media_type, headers=headers)
-        return Stream(_chunks(page.body), media_type=page.media_type, headers=headers)
+            return ASGIResponse(body=page.body, media_type=page.media_type, headers=headers)
+        return ASGIStreamingResponse(iterator=_chunks(page.body), media_type=page.media_type, headers=headers)
 
     @hot_post(
         "/products/{product_id:uuid}/exports",

@@ -92,6 +92,13 @@ class ExportList(BaseModel):
     total: int
 
 
+class RowsPage(BaseModel):
+    """A page of a product's rows (JSON; with ``Accept: text/csv`` or ``format=csv`` the same rows as CSV)."""
+
+    items: list[dict[str, Any]] = Field(description="The rows: entitled fields only, masking applied")
+    next_cursor: str | None = Field(description="Pass back as `cursor` for the next page; null on the last page")
+
+
 class SandboxQuery(BaseModel):
     """A sandbox query: one aggregating SELECT over the table ``data``."""
 

@@ -130,6 +130,10 @@ def _safe_next(target: str | None) -> str:
     return "/"
 
 
+#: Paths of the data plane (``marketplace.delivery``).
+DATA_PLANE = "/data/"
+
+
 class LocaleMiddleware:
     """Chooses the page language for each request (cookie, then Accept-Language)."""
 
@@ -137,7 +141,8 @@ class LocaleMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
+        # The data plane answers programs in no language (rows, files, problem+json): nothing to choose there.
+        if scope["type"] != ScopeType.HTTP or scope["path"].startswith(DATA_PLANE):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
