@@ -9,7 +9,7 @@ import asyncio
 import functools
 import sqlite3
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,62 @@ STATE_KEY = "delivery_runtime"
 
 #: What a read's rows are turned into (kept as such on SQLite).
 Shape = Callable[[list[Any]], Any]
+
+
+class GroupReads:
+    """Concurrent reads of the same key share one read of the database, and stay exact: a caller is only ever given
+    the answer of a read that *started after it arrived*, so it sees every change committed before its call.
+
+    The first caller starts a read at once. Callers arriving while that read runs wait together for the next one,
+    which starts when the running one ends and answers all of them (group commit, for reads). Under a burst of calls
+    for one key this makes one read per read's duration instead of one per call; a lone caller reads at once.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[Any, asyncio.Future[Any]] = {}
+        self._next: dict[Any, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Reads made (for tests and benchmarks).
+        self.reads = 0
+
+    async def read(self, key: Any, read: Callable[[], Awaitable[Any]]) -> Any:
+        """The answer of ``read()`` for ``key``, from a read that started after this call."""
+        if key not in self._running:
+            answer = self._running[key] = _answer_future()
+            task = asyncio.ensure_future(self._drive(key, answer, read))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:  # the running read may predate this call: wait for the next one
+            following = self._next.get(key)
+            if following is None:
+                following = self._next[key] = _answer_future()
+            answer = following
+        return await asyncio.shield(answer)
+
+    async def _drive(self, key: Any, answer: asyncio.Future[Any], read: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            self.reads += 1
+            try:
+                answer.set_result(await read())
+            except asyncio.CancelledError:
+                answer.cancel()
+                self._next.pop(key, answer).cancel()
+                del self._running[key]
+                raise
+            except Exception as exc:  # every caller waiting for this read gets its failure
+                answer.set_exception(exc)
+            following = self._next.pop(key, None)
+            if following is None:
+                del self._running[key]
+                return
+            self._running[key] = answer = following
+
+
+def _answer_future() -> asyncio.Future[Any]:
+    answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    # A failure nobody waits for any more (its callers went away) is not an error to log.
+    answer.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return answer
 
 
 class StateReader:
@@ -57,6 +113,7 @@ class StateReader:
         self._answers: dict[tuple[str, tuple[Any, ...]], Any] = {}
         self._pool: asyncio.Queue[Any] | None = None
         self._lock = asyncio.Lock()
+        self._group_reads = GroupReads()
 
     @functools.cached_property
     def dialect(self) -> Any:
@@ -119,7 +176,8 @@ class StateReader:
                 if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                     raise
                 return await asyncio.to_thread(self._read_waiting, sql, values, shape)
-        return await self._fetch_postgresql(sql, values, shape)
+        key = (sql, tuple(values), shape)
+        return await self._group_reads.read(key, functools.partial(self._fetch_postgresql, sql, values, shape))
 
     async def _fetch_postgresql(self, sql: str, values: list[Any], shape: Shape) -> Any:
         import asyncpg  # type: ignore[import-untyped]
