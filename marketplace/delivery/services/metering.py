@@ -3,8 +3,9 @@
 ``delivery.refused`` events (one per flush per entitlement, code and mode, with a count).
 
 The request path never waits for the database write: it hands the delivery to the process's :class:`Meter`, which
-writes everything buffered in one transaction (one ``supervision.services.append_many`` for all the events, in a writer thread of its own on a sync engine) at most
-``max_delay_s`` (5 ms) after the first buffered item, or as soon as ``max_batch`` are waiting. A flush has a fixed
+writes everything buffered in one transaction (one ``supervision.services.append_many`` for all the events, in a
+writer thread of its own on a sync engine) at most ``max_delay_s`` (5 ms) after the first buffered item, or as soon
+as ``max_batch`` are waiting. A flush has a fixed
 cost of a few ms (one transaction, the ledger lock); under load the next flush therefore waits up to three times the
 last one's duration (at most 50 ms), so metering takes at most about a quarter of the process's time and the
 batches grow instead. The app's shutdown flushes what is left (``delivery_lifespan`` in ``marketplace.delivery.api``).
