@@ -159,7 +159,10 @@ class DataController(Controller):
             cursor=cursor,
             fmt=fmt,
         )
-        headers = {"X-Next-Cursor": page.next_cursor} if page.next_cursor else {}
+        # The media type goes as it is (an ASGI response would add a charset to a text type that already has one).
+        headers = {"content-type": page.media_type}
+        if page.next_cursor:
+            headers["X-Next-Cursor"] = page.next_cursor
         # Answered as ASGI responses directly: the body is encoded already, and this is the busiest route.
         if len(page.body) <= CHUNK:  # one chunk: sent whole, with its length
             return ASGIResponse(body=page.body, media_type=page.media_type, headers=headers)

@@ -129,12 +129,14 @@ def test_csv_by_accept_header_or_format(settings: Settings, engine: Engine) -> N
         headers = bearer(client, engine, market.buyer_a)
         by_accept = client.get(rows_path(market.product.id, "limit=4"), headers={**headers, "Accept": "text/csv"})
         by_format = client.get(rows_path(market.product.id, "limit=4&format=csv"), headers=headers)
-        as_json = client.get(rows_path(market.product.id, "limit=4"), headers=headers).json()
+        json_answer = client.get(rows_path(market.product.id, "limit=4"), headers=headers)
+        as_json = json_answer.json()
         next_page = client.get(
             rows_path(market.product.id, f"limit=4&format=csv&cursor={by_format.headers['x-next-cursor']}"), headers=headers
         )
     assert by_accept.status_code == by_format.status_code == 200
-    assert by_accept.headers["content-type"].startswith("text/csv")
+    assert by_accept.headers["content-type"] == by_format.headers["content-type"] == "text/csv; charset=utf-8"
+    assert json_answer.headers["content-type"] == "application/json"
     assert by_accept.text == by_format.text
     table = list(csv.DictReader(io.StringIO(by_format.text)))
     assert [r["patient_name"] for r in table] == [i["patient_name"] for i in as_json["items"]]
