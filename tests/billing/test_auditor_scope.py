@@ -15,21 +15,25 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import Engine, update
-from sqlmodel import Session, col
+from sqlalchemy import Engine
+from sqlmodel import Session
 
 from billing.models import Gateway, Invoice, InvoiceKind, InvoiceStatus, Payment, SettlementStatement
 from marketplace.core.identity.models import Organisation
 from marketplace.core.principal import OrgKind
-from marketplace.core.types import utcnow
 from marketplace.subscriptions.models import Subscription
-from supervision.models import Engagement
 from tests.factories import make_login_session, make_org, make_user
 from tests.helpers import assert_problem, use_session
-from tests.licensing.factories import ledger_events
 from tests.marketplace.factories import make_plan, make_subscription
 from tests.marketplace.subscriptions.support import make_shop
 from tests.marketplace.subscriptions.test_auditor_scope import grant
+from tests.supervision.auditor_scope import (
+    assert_all_refused_in_order,
+    assert_refused_and_recorded,
+    expire_engagements,
+    refusals,
+    sign_in_auditor_without_engagement,
+)
 
 INVOICES = "/api/billing/invoices"
 PAYMENTS = "/api/billing/payments"
@@ -150,18 +154,6 @@ def _ids(client: TestClient[Any], path: str) -> set[str]:
     return {item["id"] for item in (body["items"] if isinstance(body, dict) else body)}
 
 
-def _refusals(engine: Engine) -> int:
-    return len(ledger_events(engine, "records.read_refused"))
-
-
-def _assert_refused_and_recorded(client: TestClient[Any], engine: Engine, auditor: Organisation, path: str) -> None:
-    before = _refusals(engine)
-    assert_problem(client.get(path), 403, "outside_engagement")
-    refused = ledger_events(engine, "records.read_refused")[before:]
-    assert [(e["payload"]["code"], e["payload"]["path"]) for e in refused] == [("outside_engagement", path)]
-    assert refused[0]["orgs"] == [str(auditor.id)]
-
-
 def _inside(table: dict[str, Any], ids: dict[str, str]) -> set[str]:
     return {ids[name] for name, spec in table.items() if spec[-1]}
 
@@ -183,12 +175,12 @@ def test_one_invoice_and_its_payment(client: TestClient[Any], engine: Engine, wo
     paths = [f"{INVOICES}/{world['invoices'][name]}", f"{PAYMENTS}/{world['payments'][name]}"]
     for path in paths:
         if INVOICED[name][2]:
-            before = _refusals(engine)
+            before = refusals(engine)
             answer = client.get(path)
             assert answer.status_code == 200, answer.text
-            assert _refusals(engine) == before
+            assert refusals(engine) == before
         else:
-            _assert_refused_and_recorded(client, engine, world["auditor"], path)
+            assert_refused_and_recorded(client, engine, world["auditor"], path)
 
 
 @pytest.mark.parametrize("name", list(SETTLED))
@@ -199,26 +191,19 @@ def test_one_statement(client: TestClient[Any], engine: Engine, world: dict[str,
         assert answer.status_code == 200, answer.text
         assert answer.json()["period"] == SETTLED[name][1]
     else:
-        _assert_refused_and_recorded(client, engine, world["auditor"], path)
+        assert_refused_and_recorded(client, engine, world["auditor"], path)
 
 
 def test_what_does_not_exist_is_404_and_not_recorded(client: TestClient[Any], engine: Engine, world: dict[str, Any]) -> None:
-    before = _refusals(engine)
+    before = refusals(engine)
     assert_problem(client.get(f"{INVOICES}/{uuid.uuid4()}"), 404, "invoice_not_found")
     assert_problem(client.get(f"{PAYMENTS}/{uuid.uuid4()}"), 404, "payment_not_found")
     assert_problem(client.get(f"{SETTLEMENTS}/{uuid.uuid4()}"), 404, "statement_not_found")
-    assert _refusals(engine) == before
+    assert refusals(engine) == before
 
 
 def test_nothing_after_expiry(client: TestClient[Any], engine: Engine, world: dict[str, Any]) -> None:
-    with Session(engine) as session:
-        session.exec(  # type: ignore[call-overload]
-            update(Engagement)
-            .where(col(Engagement.auditor_id) == world["auditor"].id)
-            .values(expires_at=utcnow() - timedelta(seconds=1))
-        )
-        session.commit()
-    before = _refusals(engine)
+    expire_engagements(engine, world["auditor"])
     paths = [
         INVOICES,
         SETTLEMENTS,
@@ -226,16 +211,12 @@ def test_nothing_after_expiry(client: TestClient[Any], engine: Engine, world: di
         f"{PAYMENTS}/{world['payments']['issued_first_day']}",
         f"{SETTLEMENTS}/{world['statements']['first_month']}",
     ]
-    for path in paths:
-        assert_problem(client.get(path), 403, "outside_engagement")
-    refused = ledger_events(engine, "records.read_refused")[before:]
-    assert [e["payload"]["path"] for e in refused] == paths
+    assert_all_refused_in_order(client, engine, paths)
 
 
 def test_an_auditor_without_engagement_reads_nothing(client: TestClient[Any], engine: Engine, world: dict[str, Any]) -> None:
-    client.cookies.clear()
-    use_session(client, make_login_session(engine, make_user(engine, make_org(engine, OrgKind.auditor))))
-    before = _refusals(engine)
+    sign_in_auditor_without_engagement(client, engine)
+    before = refusals(engine)
     for path in (INVOICES, SETTLEMENTS, f"{INVOICES}/{world['invoices']['issued_first_day']}"):
         assert_problem(client.get(path), 403, "outside_engagement")
-    assert _refusals(engine) - before == 3
+    assert refusals(engine) - before == 3

@@ -11,17 +11,19 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import Engine, update
-from sqlmodel import Session, col
+from sqlalchemy import Engine
 
 from licensing.models import FieldType
 from licensing.schemas import FieldSpec
 from marketplace.core.principal import OrgKind
-from marketplace.core.types import utcnow
-from supervision.models import Engagement
 from tests.factories import make_login_session, make_org, make_user
 from tests.helpers import assert_problem, use_session
 from tests.licensing.factories import ledger_events, make_department, make_licence, make_resource, make_review
+from tests.supervision.auditor_scope import (
+    expire_engagements,
+    refusals,
+    sign_in_auditor_without_engagement,
+)
 
 FIELDS = [FieldSpec(name="x", type=FieldType.integer)]
 API = "/api/licensing"
@@ -85,10 +87,6 @@ def _ids(client: TestClient[Any], path: str) -> set[str]:
     return {item["id"] for item in answer.json()["items"]}
 
 
-def _refusals(engine: Engine) -> int:
-    return len(ledger_events(engine, "records.read_refused"))
-
-
 def test_lists_hold_only_what_the_engagement_covers(client: TestClient[Any], engine: Engine, world: dict[str, Any]) -> None:
     inside = world["in"]
     assert _ids(client, f"{API}/licences") == {inside["licence"]}
@@ -109,35 +107,28 @@ def test_one_record_in_scope_and_out_of_scope(client: TestClient[Any], engine: E
         assert client.get(path).status_code == 200, path
     for outside in ("other_operator", "other_period"):
         for path in _one(kind, world[outside][kind]):
-            before = _refusals(engine)
+            before = refusals(engine)
             assert_problem(client.get(path), 403, "outside_engagement")
             refused = ledger_events(engine, "records.read_refused")[before:]
             assert [e["payload"]["code"] for e in refused] == ["outside_engagement"], path
             assert refused[0]["orgs"] == [str(world["auditor"].id)]
     # What does not exist is 404, as for anyone, and not recorded.
-    before = _refusals(engine)
+    before = refusals(engine)
     assert client.get(_one(kind, str(uuid.uuid4()))[0]).status_code == 404
-    assert _refusals(engine) == before
+    assert refusals(engine) == before
 
 
 def test_nothing_after_expiry(client: TestClient[Any], engine: Engine, world: dict[str, Any]) -> None:
-    with Session(engine) as session:
-        session.exec(  # type: ignore[call-overload]
-            update(Engagement)
-            .where(col(Engagement.auditor_id) == world["auditor"].id)
-            .values(expires_at=utcnow() - timedelta(seconds=1))
-        )
-        session.commit()
-    before = _refusals(engine)
+    expire_engagements(engine, world["auditor"])
+    before = refusals(engine)
     paths = [f"{API}/licences", f"{API}/reviews", f"{API}/resources", f"{API}/departments"]
     paths += [p for kind in ("licence", "review", "resource") for p in _one(kind, world["in"][kind])]
     for path in paths:
         assert_problem(client.get(path), 403, "outside_engagement")
-    assert _refusals(engine) - before == len(paths)
+    assert refusals(engine) - before == len(paths)
 
 
 def test_an_auditor_without_engagement_reads_nothing(client: TestClient[Any], engine: Engine, world: dict[str, Any]) -> None:
-    client.cookies.clear()
-    use_session(client, make_login_session(engine, make_user(engine, make_org(engine, OrgKind.auditor))))
+    sign_in_auditor_without_engagement(client, engine)
     for path in (f"{API}/licences", f"{API}/reviews", f"{API}/resources", *_one("licence", world["in"]["licence"])):
         assert_problem(client.get(path), 403, "outside_engagement")

@@ -14,19 +14,23 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import Engine, update
-from sqlmodel import Session, col
+from sqlalchemy import Engine
+from sqlmodel import Session
 
 from marketplace.core.identity.models import Organisation
 from marketplace.core.principal import OrgKind
-from marketplace.core.types import utcnow
 from marketplace.subscriptions.models import Subscription, SubscriptionStatus
-from supervision.models import Engagement
 from tests.factories import make_login_session, make_org, make_user
 from tests.helpers import assert_problem, use_session
-from tests.licensing.factories import ledger_events
 from tests.marketplace.factories import make_plan, make_qualification, make_subscription
 from tests.marketplace.subscriptions.support import make_shop
+from tests.supervision.auditor_scope import (
+    assert_all_refused_in_order,
+    assert_refused_and_recorded,
+    expire_engagements,
+    refusals,
+    sign_in_auditor_without_engagement,
+)
 
 SUBSCRIPTIONS = "/api/subscriptions"
 QUALIFICATIONS = "/api/buyers/qualifications"
@@ -106,18 +110,6 @@ def _ids(client: TestClient[Any], path: str) -> set[str]:
     return {item["id"] for item in answer.json()["items"]}
 
 
-def _refusals(engine: Engine) -> int:
-    return len(ledger_events(engine, "records.read_refused"))
-
-
-def _assert_refused_and_recorded(client: TestClient[Any], engine: Engine, auditor: Organisation, path: str) -> None:
-    before = _refusals(engine)
-    assert_problem(client.get(path), 403, "outside_engagement")
-    refused = ledger_events(engine, "records.read_refused")[before:]
-    assert [(e["payload"]["code"], e["payload"]["path"]) for e in refused] == [("outside_engagement", path)]
-    assert refused[0]["orgs"] == [str(auditor.id)]
-
-
 def test_subscription_list_holds_only_what_the_engagement_covers(
     client: TestClient[Any], engine: Engine, world: dict[str, Any]
 ) -> None:
@@ -136,38 +128,31 @@ def test_subscription_list_holds_only_what_the_engagement_covers(
 def test_one_subscription_in_or_out_of_scope(client: TestClient[Any], engine: Engine, world: dict[str, Any], name: str) -> None:
     path = f"{SUBSCRIPTIONS}/{world['subscriptions'][name]}"
     if SUBSCRIBED[name][4]:
-        before = _refusals(engine)
+        before = refusals(engine)
         answer = client.get(path)
         assert answer.status_code == 200, answer.text
         assert answer.json()["id"] == world["subscriptions"][name]
-        assert _refusals(engine) == before
+        assert refusals(engine) == before
     else:
-        _assert_refused_and_recorded(client, engine, world["auditor"], path)
+        assert_refused_and_recorded(client, engine, world["auditor"], path)
 
 
 def test_qualifications_of_covered_operators_only(client: TestClient[Any], engine: Engine, world: dict[str, Any]) -> None:
     assert _ids(client, QUALIFICATIONS) == {world["qualifications"]["covered"]}
     assert client.get(f"{QUALIFICATIONS}/{world['qualifications']['covered']}").status_code == 200
     path = f"{QUALIFICATIONS}/{world['qualifications']['other_operator']}"
-    _assert_refused_and_recorded(client, engine, world["auditor"], path)
+    assert_refused_and_recorded(client, engine, world["auditor"], path)
 
 
 def test_what_does_not_exist_is_404_and_not_recorded(client: TestClient[Any], engine: Engine, world: dict[str, Any]) -> None:
-    before = _refusals(engine)
+    before = refusals(engine)
     assert_problem(client.get(f"{SUBSCRIPTIONS}/{uuid.uuid4()}"), 404, "subscription_not_found")
     assert_problem(client.get(f"{QUALIFICATIONS}/{uuid.uuid4()}"), 404, "qualification_not_found")
-    assert _refusals(engine) == before
+    assert refusals(engine) == before
 
 
 def test_nothing_after_expiry(client: TestClient[Any], engine: Engine, world: dict[str, Any]) -> None:
-    with Session(engine) as session:
-        session.exec(  # type: ignore[call-overload]
-            update(Engagement)
-            .where(col(Engagement.auditor_id) == world["auditor"].id)
-            .values(expires_at=utcnow() - timedelta(seconds=1))
-        )
-        session.commit()
-    before = _refusals(engine)
+    expire_engagements(engine, world["auditor"])
     paths = [
         SUBSCRIPTIONS,
         QUALIFICATIONS,
@@ -175,16 +160,12 @@ def test_nothing_after_expiry(client: TestClient[Any], engine: Engine, world: di
         f"{QUALIFICATIONS}/{world['qualifications']['covered']}",
         f"{SUBSCRIPTIONS}/{uuid.uuid4()}",
     ]
-    for path in paths:
-        assert_problem(client.get(path), 403, "outside_engagement")
-    refused = ledger_events(engine, "records.read_refused")[before:]
-    assert [e["payload"]["path"] for e in refused] == paths
+    assert_all_refused_in_order(client, engine, paths)
 
 
 def test_an_auditor_without_engagement_reads_nothing(client: TestClient[Any], engine: Engine, world: dict[str, Any]) -> None:
-    client.cookies.clear()
-    use_session(client, make_login_session(engine, make_user(engine, make_org(engine, OrgKind.auditor))))
-    before = _refusals(engine)
+    sign_in_auditor_without_engagement(client, engine)
+    before = refusals(engine)
     for path in (SUBSCRIPTIONS, QUALIFICATIONS, f"{SUBSCRIPTIONS}/{world['subscriptions']['active_in_period']}"):
         assert_problem(client.get(path), 403, "outside_engagement")
-    assert _refusals(engine) - before == 3
+    assert refusals(engine) - before == 3
