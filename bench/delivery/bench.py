@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -236,11 +237,23 @@ class Run:
     errors: int
     seconds: float
     bytes: int
+    #: CPU time the server process used during the run (user + system, all its threads); None where /proc is missing.
+    server_cpu_s: float | None = None
 
     @property
     def rps(self) -> float:
         """Requests per second."""
         return self.done / self.seconds
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        """Microseconds of the server's CPU per answered request."""
+        return None if self.server_cpu_s is None or not self.done else self.server_cpu_s / self.done * 1e6
+
+    @property
+    def server_busy(self) -> float | None:
+        """The share of one core the server used during the run (1.0: CPU-bound)."""
+        return None if self.server_cpu_s is None else self.server_cpu_s / self.seconds
 
 
 async def load(port: int, first_path: str, headers: dict[str, str], connections: int, seconds: float, follow_cursor: bool) -> Run:
@@ -272,6 +285,25 @@ async def load(port: int, first_path: str, headers: dict[str, str], connections:
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(connections)))
     return Run(done, errors, time.perf_counter() - started, received)
+
+
+def server_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux ``/proc``), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(server: subprocess.Popen[bytes], *load_args: Any) -> Run:
+    """``load(*load_args)``, with the server's CPU time during it."""
+    before = server_cpu_seconds(server.pid)
+    run = asyncio.run(load(*load_args))
+    after = server_cpu_seconds(server.pid)
+    if before is not None and after is not None:
+        run.server_cpu_s = after - before
+    return run
 
 
 def percentile(samples: Sequence[float], fraction: float) -> float:
@@ -343,12 +375,13 @@ def run_backend(label: str, url: str, redis_url: str | None, args: argparse.Name
         warm_up = asyncio.run(load(port, rows_path, auth, args.connections, 2.0, True))
         asyncio.run(load(port, "/bench/hello", auth, args.connections, 1.0, False))
         for round_ in range(args.rounds):
-            hello_a.append(asyncio.run(load(port, "/bench/hello", {}, args.connections, args.duration, False)))
-            hello_t.append(asyncio.run(load(port, "/bench/hello", auth, args.connections, args.duration, False)))
-            rows.append(asyncio.run(load(port, rows_path, auth, args.connections, args.duration, True)))
+            hello_a.append(measured(server, port, "/bench/hello", {}, args.connections, args.duration, False))
+            hello_t.append(measured(server, port, "/bench/hello", auth, args.connections, args.duration, False))
+            rows.append(measured(server, port, rows_path, auth, args.connections, args.duration, True))
             say(
                 f"{label}: round {round_ + 1}: hello {hello_a[-1].rps:,.0f}/s, hello+token {hello_t[-1].rps:,.0f}/s, "
-                f"rows {rows[-1].rps:,.0f}/s ({rows[-1].errors} errors)"
+                f"rows {rows[-1].rps:,.0f}/s ({rows[-1].errors} errors); server CPU per request "
+                f"{_us(hello_a[-1])}, {_us(hello_t[-1])}, {_us(rows[-1])} us"
             )
         say(f"{label}: sandbox queries over {args.rows:,} rows")
         sandbox_url = f"{base}/data/v1/products/{world.sandbox_product}/sandbox/query"
@@ -393,6 +426,15 @@ def postgres_database(admin_url: str) -> str:
     return admin.set(database=name).render_as_string(hide_password=False)
 
 
+def _us(run: Run) -> str:
+    return "?" if run.cpu_us_per_request is None else f"{run.cpu_us_per_request:.0f}"
+
+
+def _median_us(runs: list[Run]) -> float | None:
+    values = [r.cpu_us_per_request for r in runs if r.cpu_us_per_request is not None]
+    return statistics.median(values) if values else None
+
+
 def table(figures: Sequence[Figures], args: argparse.Namespace) -> str:
     """The results as Markdown."""
     lines = [
@@ -411,6 +453,16 @@ def table(figures: Sequence[Figures], args: argparse.Namespace) -> str:
             f"{statistics.median(f.sandbox_ms):.0f} | {percentile(f.sandbox_ms, 0.95):.0f} | {f.sandbox_cold_ms:.0f} |"
         )
     lines.append("")
+    for f in figures:
+        us = [_median_us(runs) for runs in (f.hello_anonymous, f.hello_token, f.rows)]
+        if None not in us:
+            ha_us, ht_us, r_us = (float(u) for u in us if u is not None)
+            busy = [r.server_busy for r in (*f.hello_anonymous, *f.hello_token, *f.rows) if r.server_busy is not None]
+            lines.append(
+                f"- {f.label}: server CPU per request (median of the rounds): hello {ha_us:,.0f} us, hello+token "
+                f"{ht_us:,.0f} us, rows {r_us:,.0f} us; ratio by CPU {ht_us / r_us:.2f} to hello+token and "
+                f"{ha_us / r_us:.2f} to anonymous hello (the server used {min(busy):.2f}-{max(busy):.2f} of a core)."
+            )
     for f in figures:
         lines.append(
             f"- {f.label}: {f.calls_answered:,} successful delivery calls (rows runs, warm-up and sandbox queries), "
