@@ -38,6 +38,13 @@ def _plain(value: Any) -> bool:
     return False
 
 
+def canonical_text(value: Any) -> str:
+    """The canonical JSON text of a value already known to be plain (see :func:`is_plain`), as ``str``: parts of a
+    larger canonical document are put together from such texts. A lone surrogate only fails when the whole text is
+    encoded to UTF-8 (``UnicodeEncodeError``), which the caller must treat as not plain."""
+    return _encode(value)
+
+
 def canonical_json(document: Any, *, plain: bool | None = None) -> bytes:
     """The RFC 8785 canonical UTF-8 bytes of ``document``. ``plain=True``: the caller knows the document is made
     only of the plain values above (it skips the check)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -69,7 +70,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _has_nul(value: Any) -> bool:
-    # Runs on every statement's parameters (hundreds of rows for an executemany): strings checked inline.
+    # Runs on every statement's parameters (hundreds of rows for an executemany): strings, and the rows of an
+    # executemany, are checked inline (a call per row costs more than the check).
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
@@ -79,10 +81,17 @@ def _has_nul(value: Any) -> bool:
     else:
         return False
     for item in values:
-        if isinstance(item, str):
+        if item.__class__ is str:
             if "\x00" in item:
                 return True
-        elif isinstance(item, dict | list | tuple) and _has_nul(item):
+        elif item.__class__ is tuple:
+            for part in item:
+                if part.__class__ is str:
+                    if "\x00" in part:
+                        return True
+                elif isinstance(part, str | dict | list | tuple) and _has_nul(part):
+                    return True
+        elif isinstance(item, str | dict | list | tuple) and _has_nul(item):
             return True
     return False
 
@@ -218,8 +227,7 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     connection = session.connection()
     columns = tuple(rows[0])
     sql, converters = _driver_insert(table, columns, connection.dialect.name, connection.dialect.paramstyle)
-    pairs = tuple(zip(columns, converters, strict=True))
-    values = [tuple(convert(row[name]) for name, convert in pairs) for row in rows]
+    values = _bound_rows(rows, columns, converters)
     if connection.dialect.driver == "psycopg" and len(values) > 1:
         # PostgreSQL through psycopg: COPY, a fraction of an executemany's cost per row. COPY runs no statement
         # events, so the NUL guard is applied here.
@@ -232,6 +240,27 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
                 copy.write_row(value)
         return
     connection.exec_driver_sql(sql, values)
+
+
+def _bound_rows(
+    rows: Sequence[Mapping[str, Any]], columns: tuple[str, ...], converters: tuple[Callable[[Any], Any], ...]
+) -> list[tuple[Any, ...]]:
+    """Each row's values in ``columns`` order, converted (only the columns whose converter does something)."""
+    pick = operator.itemgetter(*columns)
+    converting = [(i, convert) for i, convert in enumerate(converters) if convert is not _as_is]
+    if len(columns) == 1:
+        picked: list[Any] = [(pick(row),) for row in rows]
+    else:
+        picked = [pick(row) for row in rows]
+    if not converting:
+        return picked
+    values = []
+    for row in picked:
+        value = list(row)
+        for i, convert in converting:
+            value[i] = convert(value[i])
+        values.append(tuple(value))
+    return values
 
 
 @functools.lru_cache(maxsize=64)

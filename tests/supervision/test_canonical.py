@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -9,7 +12,9 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from marketplace.core.events import Actor, DomainEvent
 from supervision.canonical import _plain, canonical_json
+from supervision.services import canonical_event
 
 # Strings with control characters, quotes, backslashes, non-ASCII (BMP and beyond) and U+2028/U+2029.
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)) | st.sampled_from('\x00\x1f\x7f"\\\b\f\n\r\t\u2028é中😀'))
@@ -71,3 +76,54 @@ def test_a_lone_surrogate_is_decided_by_rfc8785() -> None:
     assert _rfc8785(value) is None
     with pytest.raises((rfc8785.CanonicalizationError, ValueError, UnicodeError)):
         canonical_json(value)
+
+
+EVENTS = st.builds(
+    lambda index, kind, actor_id, orgs, subjects, payload, moment, type_: (
+        index,
+        DomainEvent(type_, Actor(kind, actor_id), orgs=tuple(orgs), subjects=subjects, payload=payload, occurred_at=moment),
+    ),
+    st.integers(min_value=0, max_value=2**53 - 1) | st.integers(min_value=0),
+    TEXT,
+    TEXT,
+    st.lists(st.uuids(), max_size=3),
+    st.dictionaries(KEYS, TEXT | st.uuids(), max_size=4),
+    st.dictionaries(KEYS, VALUES, max_size=4),
+    st.datetimes(timezones=st.just(UTC)),
+    TEXT,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(EVENTS)
+def test_a_leaf_is_the_rfc8785_form_of_its_event(indexed: tuple[int, DomainEvent]) -> None:
+    """Leaves put together from kept parts (actor, orgs, subjects) are byte for byte rfc8785's form of the event."""
+    index, event = indexed
+    document = {
+        "index": index,
+        "type": event.type,
+        "time": event.occurred_at.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "actor": {"kind": event.actor.kind, "id": event.actor.id},
+        "orgs": sorted(str(org) for org in event.orgs),
+        "subjects": {key: str(value) for key, value in event.subjects.items()},
+        "payload": dict(event.payload),
+    }
+    expected = _rfc8785(document)
+    for _ in range(2):  # the second time from the kept parts
+        if expected is None:
+            with pytest.raises((rfc8785.CanonicalizationError, ValueError, UnicodeError)):
+                canonical_event(index, event)
+        else:
+            assert canonical_event(index, event) == expected
+
+
+def test_a_delivery_event_repeats_its_kept_parts_exactly() -> None:
+    orgs = (uuid.uuid4(), uuid.uuid4())
+    subjects = {"product": str(uuid.uuid4()), "licence": str(uuid.uuid4())}
+    first = DomainEvent("delivery.recorded", Actor("client", "c1"), orgs=orgs, subjects=subjects, payload={"rows": 1})
+    second = DomainEvent("delivery.recorded", Actor("client", "c1"), orgs=orgs, subjects=subjects, payload={"rows": 2})
+    one, two = canonical_event(7, first), canonical_event(8, second)
+    assert one != two
+    assert json.loads(two)["payload"] == {"rows": 2}
+    assert json.loads(two)["index"] == 8
+    assert two == bytes(rfc8785.dumps(json.loads(two)))

@@ -43,7 +43,6 @@ from marketplace.catalog.models import Product, ProductStatus
 from marketplace.core.errors import Conflict, DomainError, Forbidden, TooManyRequests
 from marketplace.core.events import Actor
 from marketplace.core.principal import Principal
-from marketplace.core.settings import Settings
 from marketplace.core.types import utcnow
 from marketplace.delivery.models import Export, ExportStatus, UsageCounter
 from marketplace.delivery.services.metering import Meter, RefusalKey, month_of
@@ -66,9 +65,12 @@ STATE_CODES = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Grant:
-    """An allowed delivery call: who, under which entitlement, what may be delivered, and the quota left."""
+    """An allowed delivery call: who, under which entitlement, what may be delivered, and the quota left.
+
+    Not frozen: one is made for every delivery call, and a frozen dataclass's ``__init__`` costs several times as
+    much (it sets each of the twenty fields through ``object.__setattr__``). Treat it as read-only."""
 
     entitlement_id: uuid.UUID
     subscription_id: uuid.UUID
@@ -208,22 +210,26 @@ def _forbidden(code: str, detail: str, **extra: Any) -> Forbidden:
 
 def state_refusal(row: Any, mode: DeliveryMode, now: datetime) -> DomainError | None:
     """Why the state in ``row`` refuses a call of ``mode`` at ``now`` (None: it allows it)."""
+    # Statuses are compared as the text they are stored as (the enums are StrEnums): this runs on every delivery
+    # call, and an unknown value refuses instead of failing.
     today: date = now.date()
-    status = LicenceStatus(row.licence_status)
-    if status is LicenceStatus.suspended:
+    status = row.licence_status
+    if status == LicenceStatus.suspended:
         return _forbidden("licence_suspended", f"Licence {row.licence_number} is suspended: no data is delivered under it.")
-    if status is LicenceStatus.revoked:
+    if status == LicenceStatus.revoked:
         return _forbidden("licence_revoked", f"Licence {row.licence_number} was revoked: no data is delivered under it.")
-    if status is LicenceStatus.expired or (status is LicenceStatus.granted and today > row.ends_on):
+    if status == LicenceStatus.expired or (status == LicenceStatus.granted and today > row.ends_on):
         return _forbidden("licence_expired", f"Licence {row.licence_number} has expired (its term ended {row.ends_on}).")
-    if status is not LicenceStatus.granted or today < row.starts_on:
+    if status != LicenceStatus.granted or today < row.starts_on:
         return _forbidden("licence_not_in_force", f"Licence {row.licence_number} is not in force.")
-    if ProductStatus(row.product_status) is not ProductStatus.listed:
-        return _forbidden("product_delisted", f"The product is {ProductStatus(row.product_status).value}, not listed.")
-    subscription_status = SubscriptionStatus(row.subscription_status)
-    if row.ended_at is not None or subscription_status not in (SubscriptionStatus.active, SubscriptionStatus.past_due):
-        ended_reason = row.ended_reason or subscription_status.value
-        if ended_reason == SubscriptionStatus.expired.value:
+    if row.product_status != ProductStatus.listed:
+        return _forbidden("product_delisted", f"The product is {row.product_status}, not listed.")
+    subscription_status = row.subscription_status
+    if row.ended_at is not None or (
+        subscription_status != SubscriptionStatus.active and subscription_status != SubscriptionStatus.past_due
+    ):
+        ended_reason = row.ended_reason or str(subscription_status)
+        if ended_reason == SubscriptionStatus.expired:
             return _forbidden(
                 "entitlement_expired", "The entitlement has expired.", valid_until=_as_utc(row.valid_until).isoformat()
             )
@@ -235,16 +241,16 @@ def state_refusal(row: Any, mode: DeliveryMode, now: datetime) -> DomainError | 
             reason=reason,
         )
     if _as_utc(row.valid_until) <= now:
-        if subscription_status is SubscriptionStatus.past_due:  # its grace period is over
+        if subscription_status == SubscriptionStatus.past_due:  # its grace period is over
             return _forbidden("subscription_past_due", "The subscription is past due: pay the open invoice to resume deliveries.")
         return _forbidden("entitlement_expired", "The entitlement has expired.", valid_until=_as_utc(row.valid_until).isoformat())
     if _as_utc(row.valid_from) > now:
         return _forbidden("not_entitled", "The entitlement has not started yet.")
-    if DeliveryMode(row.entitlement_mode) is not mode:
+    if row.entitlement_mode != mode:
         return _forbidden(
             "mode_not_entitled",
-            f"The entitlement is for {DeliveryMode(row.entitlement_mode).value} delivery, not {mode.value}.",
-            entitled_mode=DeliveryMode(row.entitlement_mode).value,
+            f"The entitlement is for {row.entitlement_mode} delivery, not {mode.value}.",
+            entitled_mode=str(row.entitlement_mode),
         )
     if mode.value not in _licensed_modes(row.modes_json):
         return _forbidden("mode_not_entitled", f"The licence no longer permits {mode.value} delivery.")
@@ -265,12 +271,14 @@ def _contents_path(data_dir: Path, location: str) -> Path | None:
     return path if path.is_relative_to(root) else None
 
 
-def projection_spec(settings: Settings, row: Any, key_digest: str) -> ProjectionSpec:
-    """The projection a state row delivers (409 ``contents_unavailable`` when the resource has no contents)."""
+def projection_spec(data_dir: Path, row: Any, key_digest: str) -> ProjectionSpec:
+    """The projection a state row delivers from the contents under ``data_dir`` (``Settings.resolved_data_dir``;
+    pass the same object every time: it is part of a cache key), 409 ``contents_unavailable`` when the resource has
+    no contents."""
     if row.location is None:
         raise Conflict("The product's resource has no contents yet.", code="contents_unavailable")
     spec = _projection_spec(
-        settings.resolved_data_dir,
+        data_dir,
         _as_uuid(row.product_id),
         row.location,
         row.content_hash,
@@ -506,7 +514,7 @@ async def check_access(
         product_name=row.product_name,
         mode=mode,
         fields=_entitled_fields(row.fields_json, row.rules_json, row.entitled_json),
-        spec=projection_spec(settings, row, runtime.pseudonym_key_digest),
+        spec=projection_spec(runtime.data_dir, row, runtime.pseudonym_key_digest),
         min_k=int(row.min_k),
         quota_calls=row.quota_calls,
         quota_rows=row.quota_rows,

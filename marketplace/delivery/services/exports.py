@@ -291,7 +291,7 @@ async def build_export(session: AsyncSession, settings: Settings, export_id: uui
         return await _fail(session, export, refusal.code, refusal.detail, orgs)
     key = pseudonym_key(settings)
     try:
-        spec = projection_spec(settings, row, key_digest(key))
+        spec = projection_spec(settings.resolved_data_dir, row, key_digest(key))
         masking = parse_masking(row.fields_json, row.rules_json)
         fields = entitled_columns(masking, json.loads(row.entitled_json))
         filters = parse_filters(fields, masking, json.loads(export.filters_json))

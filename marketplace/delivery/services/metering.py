@@ -29,10 +29,11 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Engine
@@ -43,7 +44,7 @@ import supervision.services as ledger
 from licensing.models import DeliveryMode
 from marketplace.core.db import Database, add_to_rows, create_sync_engine, insert_rows
 from marketplace.core.events import Actor, DomainEvent
-from marketplace.core.types import utcnow, uuid7
+from marketplace.core.types import utcnow, uuid7_many
 from marketplace.delivery.models import Delivery, UsageCounter, UsageDay
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,33 @@ MAX_CLIENTS_NAMED = 10
 
 def month_of(moment: datetime) -> str:
     """The usage month (UTC) of a moment: ``"2026-12"``."""
-    return f"{moment.year:04d}-{moment.month:02d}"
+    return _month_text(moment.year, moment.month)
 
 
-@dataclass(frozen=True)
+@functools.lru_cache(maxsize=64)
+def _month_text(year: int, month: int) -> str:
+    return f"{year:04d}-{month:02d}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _delivery_subjects(
+    entitlement_id: uuid.UUID, subscription_id: uuid.UUID, product_id: uuid.UUID, licence_id: uuid.UUID
+) -> Mapping[str, str]:
+    # The same for every delivery of an entitlement: kept (read-only) instead of four UUIDs written out per call.
+    return MappingProxyType(
+        {
+            "entitlement": str(entitlement_id),
+            "subscription": str(subscription_id),
+            "product": str(product_id),
+            "licence": str(licence_id),
+        }
+    )
+
+
+@dataclass(slots=True)
 class MeteredDelivery:
-    """One successful delivery, as metered: metadata only."""
+    """One successful delivery, as metered: metadata only. Made for every delivery call, so not frozen (see
+    ``Grant``): treat it as read-only once handed to the meter."""
 
     entitlement_id: uuid.UUID
     subscription_id: uuid.UUID
@@ -103,12 +125,7 @@ class MeteredDelivery:
             "delivery.recorded",
             self.actor,
             orgs=(self.buyer_org_id, self.operator_id, self.owner_org_id),
-            subjects={
-                "entitlement": str(self.entitlement_id),
-                "subscription": str(self.subscription_id),
-                "product": str(self.product_id),
-                "licence": str(self.licence_id),
-            },
+            subjects=_delivery_subjects(self.entitlement_id, self.subscription_id, self.product_id, self.licence_id),
             payload={"mode": self.mode.value, "rows": self.rows, "bytes": self.bytes, **self.details},
             occurred_at=self.occurred_at,
         )
@@ -196,7 +213,7 @@ def write_metered(
             Delivery.__table__,  # type: ignore[attr-defined]
             [
                 {
-                    "id": uuid7(),  # time-ordered: appended to the key's index, not written on a random page of it
+                    "id": key,  # time-ordered: appended to the key's index, not written on a random page of it
                     "entitlement_id": d.entitlement_id,
                     "subscription_id": d.subscription_id,
                     "buyer_org_id": d.buyer_org_id,
@@ -209,7 +226,7 @@ def write_metered(
                     "ledger_index": index,
                     "occurred_at": d.occurred_at,
                 }
-                for d, index in zip(deliveries, indices, strict=False)
+                for d, index, key in zip(deliveries, indices, uuid7_many(len(deliveries)), strict=False)
             ],
         )
         usage: dict[tuple[uuid.UUID, str], PendingUsage] = {}

@@ -373,11 +373,9 @@ async def fetch_rows(
             fields=choose_fields(grant, fields),
             filters=parse_filters(grant.fields, grant.spec.masking, filters),
             limit=page_limit,
-            position=0,
+            position=decode_cursor(runtime.cursor_key, cursor, product_id, grant.spec.cache_key) if cursor else 0,
             format=fmt,
         )
-        if cursor:
-            query = replace(query, position=decode_cursor(runtime.cursor_key, cursor, product_id, grant.spec.cache_key))
         encoded = PAGES.get(PageCache.key(grant.spec.cache_key, query)) or await _read_once(runtime, grant, query)
         following = encoded.following
         next_cursor = (

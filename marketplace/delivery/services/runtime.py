@@ -11,6 +11,7 @@ import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -229,6 +230,8 @@ class DeliveryRuntime:
     link_key: bytes
     loop: asyncio.AbstractEventLoop
     state_reader: StateReader
+    #: Where resource contents are stored (``settings.resolved_data_dir``, worked out once).
+    data_dir: Path
     #: Page reads in progress (``rows._read_once``), by page-cache key.
     page_reads: dict[Any, asyncio.Future[Any]] = field(default_factory=dict)
 
@@ -248,6 +251,7 @@ class DeliveryRuntime:
             link_key=derived_key(settings, "export-link"),
             loop=asyncio.get_running_loop(),
             state_reader=StateReader(database.url),
+            data_dir=settings.resolved_data_dir,
         )
 
     async def close(self) -> None:
