@@ -17,7 +17,7 @@ from typing import Any
 import rfc8785
 
 #: Integers RFC 8785 writes exactly (IEEE 754 doubles represent them exactly).
-_SAFE = 2**53 - 1
+SAFE_INTEGER = 2**53 - 1
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")).encode
 
 
@@ -30,7 +30,7 @@ def _plain(value: Any) -> bool:
     if isinstance(value, str) or value is None or isinstance(value, bool):
         return True
     if isinstance(value, int):
-        return -_SAFE <= value <= _SAFE
+        return -SAFE_INTEGER <= value <= SAFE_INTEGER
     if isinstance(value, dict):
         return all(isinstance(k, str) and k.isascii() and _plain(v) for k, v in value.items())
     if isinstance(value, list | tuple):

@@ -25,7 +25,7 @@ from marketplace.core.errors import InvalidInput, NotFound
 from marketplace.core.events import DomainEvent
 from marketplace.core.types import utcnow
 from supervision import merkle
-from supervision.canonical import canonical_json, canonical_text, is_plain
+from supervision.canonical import SAFE_INTEGER, canonical_json, canonical_text, is_plain
 from supervision.models import LedgerCheckpoint, LedgerEntry, LedgerHead, LedgerNode, SupervisionAlert
 from supervision.note import Checkpoint, NoteError, open_checkpoint
 from supervision.signing import LedgerSigner
@@ -42,19 +42,19 @@ class LedgerCorrupt(RuntimeError):
 def canonical_event(index: int, event: DomainEvent) -> bytes:
     """The exact bytes of a leaf: the event as RFC 8785 canonical JSON, with its index."""
     payload = dict(event.payload)
-    if -_SAFE_INTEGER <= index <= _SAFE_INTEGER and is_plain(payload):
+    plain = -SAFE_INTEGER <= index <= SAFE_INTEGER and is_plain(payload)
+    if plain:
         # The common case (metadata made of text and safe integers): the actor, orgs and subjects of a busy source
         # repeat from one event to the next, so their canonical text is kept; the document is put together in the
         # canonical order of its keys (actor, index, orgs, payload, subjects, time, type).
         try:
             subjects = _canonical_subjects(tuple(event.subjects.items()))
-            text = (
-                f'{{"actor":{_canonical_actor(event.actor.kind, event.actor.id)},"index":{index},'
-                f'"orgs":{_canonical_orgs(tuple(event.orgs))},"payload":{canonical_text(payload)},'
-                f'"subjects":{subjects},"time":"{_event_time(event)}","type":{canonical_text(event.type)}}}'
-            )
             if subjects is not None:
-                return text.encode("utf-8")
+                return (
+                    f'{{"actor":{_canonical_actor(event.actor.kind, event.actor.id)},"index":{index},'
+                    f'"orgs":{_canonical_orgs(tuple(event.orgs))},"payload":{canonical_text(payload)},'
+                    f'"subjects":{subjects},"time":"{_event_time(event)}","type":{canonical_text(event.type)}}}'
+                ).encode()
         except (TypeError, UnicodeEncodeError):  # unhashable subjects, a lone surrogate: the general path decides
             pass
     document: dict[str, Any] = {
@@ -67,11 +67,7 @@ def canonical_event(index: int, event: DomainEvent) -> bytes:
         "payload": payload,
     }
     # Everything but the payload is text, a safe integer or lists and objects of text with ASCII keys.
-    plain = is_plain(payload) and all(key.isascii() for key in document["subjects"]) and abs(index) < 2**53
-    return canonical_json(document, plain=plain or None)
-
-
-_SAFE_INTEGER = 2**53 - 1
+    return canonical_json(document, plain=(plain and all(key.isascii() for key in document["subjects"])) or None)
 
 
 def _event_time(event: DomainEvent) -> str:

@@ -70,8 +70,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _has_nul(value: Any) -> bool:
-    # Runs on every statement's parameters (hundreds of rows for an executemany): strings, and the rows of an
-    # executemany, are checked inline (a call per row costs more than the check).
+    # Runs on every statement's parameters (hundreds of rows for an executemany): strings checked inline.
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
@@ -81,17 +80,10 @@ def _has_nul(value: Any) -> bool:
     else:
         return False
     for item in values:
-        if item.__class__ is str:
+        if isinstance(item, str):
             if "\x00" in item:
                 return True
-        elif item.__class__ is tuple:
-            for part in item:
-                if part.__class__ is str:
-                    if "\x00" in part:
-                        return True
-                elif isinstance(part, str | dict | list | tuple) and _has_nul(part):
-                    return True
-        elif isinstance(item, str | dict | list | tuple) and _has_nul(item):
+        elif isinstance(item, dict | list | tuple) and _has_nul(item):
             return True
     return False
 
