@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool, QueuePool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from marketplace.core.commit_watch import WatchedSession
 from marketplace.core.errors import InvalidInput
 
 SUPPORTED = ("sqlite", "postgresql")
@@ -125,7 +126,7 @@ class Database:
         else:
             self.engine = create_async_engine(async_url(url), pool_size=pool_size, pool_pre_ping=True)
         _guard(self.engine.sync_engine)
-        self.sessionmaker = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        self.sessionmaker = async_sessionmaker(self.engine, class_=WatchedSession, expire_on_commit=False)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

@@ -81,6 +81,20 @@ class UsageDay(SQLModel, table=True):
     bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
 
 
+class DeliveryProcess(SQLModel, table=True):
+    """A running delivery process that keeps access answers between two reads (PostgreSQL; see
+    ``marketplace.delivery.services.access_lease``): it may answer from what it keeps only while its lease runs, and
+    ``cleared_before`` says that it no longer uses anything it read before that moment (the database's clock). A
+    change to what grants access is reported done once every process with a running lease has cleared past it."""
+
+    __tablename__ = "delivery_process"
+
+    id: uuid.UUID = Field(primary_key=True)
+    label: str = Field(max_length=200)
+    cleared_before: datetime = Field(sa_type=UTCDateTime)
+    lease_until: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
 class Export(SQLModel, table=True):
     """A file export built by a task for one subscription, fingerprinted for it, downloaded by a signed link."""
 

@@ -194,6 +194,9 @@ def _by_buyer_and_product() -> Any:
 
 
 _BY_BUYER = _by_buyer_and_product()
+#: On PostgreSQL the row also says when it was read (the database's clock), so that it may be kept under the
+#: process's access lease (``access_lease``).
+_BY_BUYER_READ_AT = _by_buyer_and_product().add_columns(func.statement_timestamp().label("read_at"))
 _BY_ENTITLEMENT = _state_query().where(col(Entitlement.id) == bindparam("entitlement", type_=_UUID_TYPE))
 
 
@@ -403,10 +406,19 @@ async def _read_one(session: AsyncSession, statement: Any, params: dict[str, Any
 async def read_state(reader: StateReader, org_id: uuid.UUID, product_id: uuid.UUID, month: str) -> Any:
     """The current state row of the org's entitlement to the product (None when it has none), read on delivery's
     own connection (committed state, no transaction held)."""
-    compiled = _compiled(_BY_BUYER, reader.dialect)
+    if reader.dialect_name == "sqlite":
+        compiled = _compiled(_BY_BUYER, reader.dialect)
+        shape = compiled.first_row
+    else:
+        compiled = _compiled(_BY_BUYER_READ_AT, reader.dialect)
+        shape = compiled.first_native_row
     bound = {**compiled.defaults, "org": org_id, "product": product_id, "month": month}
-    shape = compiled.first_row if reader.dialect_name == "sqlite" else compiled.first_native_row
-    return await reader.fetch(compiled.sql, [bound[n] for n in compiled.parameters], shape)
+    return await reader.fetch(compiled.sql, [bound[n] for n in compiled.parameters], shape, keep=_keepable)
+
+
+def _keepable(row: Any) -> bool:
+    # An entitlement with a quota is checked against counters that change at every call: never kept.
+    return row is not None and row.quota_calls is None and row.quota_rows is None
 
 
 async def read_entitlement_state(session: AsyncSession, entitlement_id: uuid.UUID, month: str) -> Any:

@@ -21,6 +21,7 @@ from marketplace.core.db import Database, is_sqlite
 from marketplace.core.keys import derived_key
 from marketplace.core.ratelimit import RateLimiter, create_rate_limiter
 from marketplace.core.settings import Settings
+from marketplace.delivery.services.access_lease import AccessLease
 from marketplace.delivery.services.metering import Meter
 from marketplace.delivery.services.projections import ProjectionCache, key_digest, projection_cache
 
@@ -97,6 +98,9 @@ class StateReader:
       whenever any other connection (of this process or another) commits, and this connection never writes, so a
       kept answer is exactly what a new read would return (a suspension committed before a call is seen by it).
     - PostgreSQL: a small asyncpg pool (a queue of four connections, prepared statements cached per connection).
+      Answers the caller allows to keep (``keep``) are kept under the process's access lease (``access_lease``):
+      used only while the lease runs and only if read after the lease last cleared them, which a change to what
+      grants access waits for in every process before it is reported done.
     """
 
     #: How long a read on the event loop may wait for a lock before it is moved to a thread (milliseconds).
@@ -106,12 +110,17 @@ class StateReader:
     #: Answers kept between two changes of the database at most.
     MAX_ANSWERS = 10_000
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, keep_answers: bool = True) -> None:
         self.url = url
+        self.keep_answers = keep_answers
+        #: The access lease kept answers are used under (PostgreSQL, once connected).
+        self.lease: AccessLease | None = None
+        #: Calls answered from a kept answer (PostgreSQL; for tests and benchmarks).
+        self.kept_answers_used = 0
         self.dialect_name = "sqlite" if is_sqlite(url) else "postgresql"
         self._sqlite: sqlite3.Connection | None = None
         self._data_version: int | None = None
-        self._answers: dict[tuple[str, tuple[Any, ...]], Any] = {}
+        self._answers: dict[tuple[Any, ...], Any] = {}
         self._pool: asyncio.Queue[Any] | None = None
         self._lock = asyncio.Lock()
         self._group_reads = GroupReads()
@@ -143,6 +152,10 @@ class StateReader:
             self._pool = asyncio.Queue()
             for _ in range(self.CONNECTIONS):
                 self._pool.put_nowait(None)
+            if self.keep_answers:
+                self.lease = AccessLease(self._dsn())
+                self.lease.on_clear(self._answers.clear)
+                self.lease.start()
 
     def _read_on_loop(self, connection: sqlite3.Connection, sql: str, values: list[Any], shape: Shape) -> Any:
         version = connection.execute("PRAGMA data_version").fetchone()[0]
@@ -162,9 +175,14 @@ class StateReader:
         finally:
             connection.close()
 
-    async def fetch(self, sql: str, values: list[Any], shape: Shape = list) -> Any:
-        """``shape`` of the rows of one read (values positional, UUIDs as each database takes them). On SQLite
-        the shaped answer may be one kept from an earlier read of the unchanged database: do not change it."""
+    def _dsn(self) -> str:
+        return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def fetch(self, sql: str, values: list[Any], shape: Shape = list, keep: Callable[[Any], bool] | None = None) -> Any:
+        """``shape`` of the rows of one read (values positional, UUIDs as each database takes them). The shaped
+        answer may be one kept from an earlier read: do not change it. On SQLite answers are kept while the
+        database is unchanged; on PostgreSQL only answers ``keep`` accepts, which must have a ``read_at`` (the
+        database's ``statement_timestamp()``), under the access lease."""
         if self._sqlite is None and self._pool is None:
             async with self._lock:
                 if self._sqlite is None and self._pool is None:
@@ -178,7 +196,18 @@ class StateReader:
                     raise
                 return await asyncio.to_thread(self._read_waiting, sql, values, shape)
         key = (sql, tuple(values), shape)
-        return await self._group_reads.read(key, functools.partial(self._fetch_postgresql, sql, values, shape))
+        lease = self.lease if keep is not None else None
+        if lease is not None:
+            kept = self._answers.get(key)
+            if kept is not None and lease.usable(kept.read_at):
+                self.kept_answers_used += 1
+                return kept
+        found = await self._group_reads.read(key, functools.partial(self._fetch_postgresql, sql, values, shape))
+        if lease is not None and keep is not None and keep(found) and lease.usable(found.read_at):
+            if len(self._answers) >= self.MAX_ANSWERS:
+                self._answers.clear()
+            self._answers[key] = found
+        return found
 
     async def _fetch_postgresql(self, sql: str, values: list[Any], shape: Shape) -> Any:
         import asyncpg  # type: ignore[import-untyped]
@@ -188,8 +217,7 @@ class StateReader:
         connection = await pool.get()
         try:
             if connection is None or connection.is_closed():
-                dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
-                connection = await asyncpg.connect(dsn)
+                connection = await asyncpg.connect(self._dsn())
             return shape(await connection.fetch(sql, *values))
         except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
             if connection is not None:
@@ -203,7 +231,10 @@ class StateReader:
                 await connection.close()
 
     async def close(self) -> None:
-        """Close the connection or pool."""
+        """Give the lease up and close the connection or pool."""
+        if self.lease is not None:
+            lease, self.lease = self.lease, None
+            await lease.close()
         if self._sqlite is not None:
             self._sqlite.close()
             self._sqlite = None

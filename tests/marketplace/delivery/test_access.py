@@ -248,20 +248,30 @@ def test_entitlements_lists_only_running_ones(settings: Settings, engine: Engine
 def test_the_state_reader_sees_every_commit_and_recovers_a_lost_connection(
     settings: Settings, engine: Engine, database_url: str
 ) -> None:
-    """The access state is read on delivery's own connection (kept answers on SQLite, a queue of connections on
-    PostgreSQL): a change committed by any other connection is seen by the next read, and on PostgreSQL the
-    connections the server dropped are opened again."""
+    """The access state is read on delivery's own connection (kept answers on SQLite, a queue of connections and
+    answers kept under the access lease on PostgreSQL): a change committed by any other connection is seen by the
+    next read (on PostgreSQL once the change has waited for the delivery processes, as every service's commit does),
+    and on PostgreSQL the connections the server dropped are opened again."""
     import asyncio
 
     from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
 
     from marketplace.core.db import async_url
     from marketplace.delivery.services.access import read_state
+    from marketplace.delivery.services.access_lease import wait_for_delivery_processes
     from marketplace.delivery.services.metering import month_of
     from marketplace.delivery.services.runtime import StateReader
 
     market = make_market(engine, settings.resolved_data_dir)
     month = month_of(utcnow())
+
+    async def changed() -> None:
+        changes = create_async_engine(async_url(database_url))
+        try:
+            await wait_for_delivery_processes(changes, frozenset({"licence"}))
+        finally:
+            await changes.dispose()
 
     async def main() -> list[Any]:
         reader = StateReader(async_url(database_url))
@@ -270,6 +280,7 @@ def test_the_state_reader_sees_every_commit_and_recovers_a_lost_connection(
             seen.append((await read_state(reader, market.buyer_a.id, market.product.id, month)).licence_status)
             seen.append((await read_state(reader, market.buyer_a.id, market.product.id, month)).licence_status)
             update(engine, Licence, market.licence.id, status=LicenceStatus.suspended)
+            await changed()
             seen.append((await read_state(reader, market.buyer_a.id, market.product.id, month)).licence_status)
             if reader.dialect_name == "postgresql":
                 with engine.connect() as conn:
@@ -289,6 +300,7 @@ def test_the_state_reader_sees_every_commit_and_recovers_a_lost_connection(
                 # A dropped connection is seen closed and opened again (at worst one read fails per dropped one).
                 assert failed <= dropped
             update(engine, Licence, market.licence.id, status=LicenceStatus.granted)
+            await changed()
             seen.append((await read_state(reader, market.buyer_a.id, market.product.id, month)).licence_status)
         finally:
             await reader.close()
