@@ -46,6 +46,11 @@ def watch_commits(name: str, tables: frozenset[str], after_commit: AfterCommit) 
     _WATCHERS[name] = CommitWatcher(name, tables, after_commit)
 
 
+def unwatch_commits(name: str) -> None:
+    """Remove the watcher called ``name`` (if registered)."""
+    _WATCHERS.pop(name, None)
+
+
 def watchers() -> tuple[CommitWatcher, ...]:
     """The registered watchers."""
     return tuple(_WATCHERS.values())

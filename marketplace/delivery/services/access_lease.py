@@ -33,7 +33,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.core.commit_watch import watch_commits
@@ -166,29 +166,48 @@ class AccessLease:
                 connection.terminate()
 
 
-async def wait_for_delivery_processes(engine: AsyncEngine, _tables: frozenset[str], *, limit_s: float = 5.0) -> None:
+_CHANGED = text("SELECT clock_timestamp() FROM pg_notify(:channel, '')").bindparams(channel=CHANNEL)
+_WAITING = text("SELECT count(*) FROM delivery_process WHERE lease_until > clock_timestamp() AND cleared_before <= :changed_at")
+
+
+async def wait_for_delivery_processes(
+    engine: AsyncEngine, _tables: frozenset[str] = ACCESS_TABLES, *, limit_s: float = 5.0
+) -> None:
     """After a commit that changed what grants access: return once every delivery process with a running lease has
     stopped using answers read before the change (PostgreSQL; nothing to wait for on SQLite)."""
     if engine.dialect.name != "postgresql":
         return
     async with engine.connect() as connection:
-        changed_at = (
-            await connection.execute(text("SELECT clock_timestamp() FROM pg_notify(:channel, '')"), {"channel": CHANNEL})
-        ).scalar_one()
-        await connection.commit()
-        waiting = text(
-            "SELECT count(*) FROM delivery_process WHERE lease_until > clock_timestamp() AND cleared_before <= :changed_at"
-        )
+        changed_at = (await connection.execute(_CHANGED)).scalar_one()
+        await connection.commit()  # the notification goes at commit
         deadline = time.monotonic() + limit_s
         pause = POLL_S
         # Each statement sees what was committed before it (read committed): one transaction serves every poll.
-        while (await connection.execute(waiting, {"changed_at": changed_at})).scalar_one():
+        while (await connection.execute(_WAITING, {"changed_at": changed_at})).scalar_one():
             if time.monotonic() > deadline:  # pragma: no cover - a lease is at most LEASE_S
                 log.error("delivery processes did not confirm an access change within %.1f s", limit_s)
-                return
+                break
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.05)
         await connection.rollback()
+
+
+def wait_for_delivery_processes_blocking(engine: Engine, *, limit_s: float = 5.0) -> None:
+    """``wait_for_delivery_processes`` for a sync engine (tools and tests that change access state directly)."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as connection:
+        changed_at = connection.execute(_CHANGED).scalar_one()
+        connection.commit()
+        deadline = time.monotonic() + limit_s
+        pause = POLL_S
+        while connection.execute(_WAITING, {"changed_at": changed_at}).scalar_one():
+            if time.monotonic() > deadline:  # pragma: no cover - a lease is at most LEASE_S
+                log.error("delivery processes did not confirm an access change within %.1f s", limit_s)
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        connection.rollback()
 
 
 watch_commits("delivery_access", ACCESS_TABLES, wait_for_delivery_processes)

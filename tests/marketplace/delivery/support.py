@@ -116,8 +116,11 @@ def counters(engine: Engine, entitlement_id: uuid.UUID) -> dict[str, int]:
 
 
 def update(engine: Engine, model: type[Any], ident: Any, **changes: Any) -> None:
-    """Change a record straight in the database (a state the other domains' services would reach)."""
+    """Change a record straight in the database (a state the other domains' services would reach), and, as their
+    commits do, wait until no delivery process uses access answers read before the change."""
     from sqlmodel import Session
+
+    from marketplace.delivery.services.access_lease import ACCESS_TABLES, wait_for_delivery_processes_blocking
 
     with Session(engine) as session:
         record = session.get(model, ident)
@@ -126,6 +129,8 @@ def update(engine: Engine, model: type[Any], ident: Any, **changes: Any) -> None
             setattr(record, name, value)
         session.add(record)
         session.commit()
+    if model.__tablename__ in ACCESS_TABLES:
+        wait_for_delivery_processes_blocking(engine)
 
 
 def refusal_events(engine: Engine) -> list[dict[str, Any]]:

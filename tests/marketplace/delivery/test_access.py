@@ -255,7 +255,9 @@ def test_the_state_reader_sees_every_commit_and_recovers_a_lost_connection(
     import asyncio
 
     from sqlalchemy import text
+    from sqlalchemy import update as sa_update
     from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlmodel import col
 
     from marketplace.core.db import async_url
     from marketplace.delivery.services.access import read_state
@@ -266,10 +268,14 @@ def test_the_state_reader_sees_every_commit_and_recovers_a_lost_connection(
     market = make_market(engine, settings.resolved_data_dir)
     month = month_of(utcnow())
 
-    async def changed() -> None:
+    async def changed(status: LicenceStatus) -> None:
+        # Committed on another connection, then waited for as a service's commit does (on this event loop, which
+        # the reader's lease renews on).
         changes = create_async_engine(async_url(database_url))
         try:
-            await wait_for_delivery_processes(changes, frozenset({"licence"}))
+            async with changes.begin() as connection:
+                await connection.execute(sa_update(Licence).where(col(Licence.id) == market.licence.id).values(status=status))
+            await wait_for_delivery_processes(changes)
         finally:
             await changes.dispose()
 
@@ -279,8 +285,7 @@ def test_the_state_reader_sees_every_commit_and_recovers_a_lost_connection(
         try:
             seen.append((await read_state(reader, market.buyer_a.id, market.product.id, month)).licence_status)
             seen.append((await read_state(reader, market.buyer_a.id, market.product.id, month)).licence_status)
-            update(engine, Licence, market.licence.id, status=LicenceStatus.suspended)
-            await changed()
+            await changed(LicenceStatus.suspended)
             seen.append((await read_state(reader, market.buyer_a.id, market.product.id, month)).licence_status)
             if reader.dialect_name == "postgresql":
                 with engine.connect() as conn:
@@ -299,8 +304,7 @@ def test_the_state_reader_sees_every_commit_and_recovers_a_lost_connection(
                         failed += 1
                 # A dropped connection is seen closed and opened again (at worst one read fails per dropped one).
                 assert failed <= dropped
-            update(engine, Licence, market.licence.id, status=LicenceStatus.granted)
-            await changed()
+            await changed(LicenceStatus.granted)
             seen.append((await read_state(reader, market.buyer_a.id, market.product.id, month)).licence_status)
         finally:
             await reader.close()
