@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     max_proof_bytes: int = Field(default=10 * 1024**2, ge=1024, description="Largest accepted proof of a purpose (PDF, image)")
     delivery_rate_per_second: float = Field(default=20.0, gt=0, description="Sustained delivery calls per second per client")
     delivery_burst: int = Field(default=40, ge=1, description="Delivery calls a client may make at once before the rate applies")
+    delivery_access_lease: bool = Field(
+        default=True,
+        description="PostgreSQL: keep delivery access answers under a per-process lease (LISTEN/NOTIFY on a direct "
+        "connection; turn off behind a pooler in transaction mode, and every call reads its access state)",
+    )
     export_link_ttl_seconds: int = Field(default=900, ge=30, le=86400, description="How long a signed export link works")
     sandbox_timeout_seconds: float = Field(default=5.0, gt=0, le=300, description="Longest a sandbox query may run")
     sandbox_memory_mb: int = Field(default=512, ge=64, description="Memory a sandbox query may use")

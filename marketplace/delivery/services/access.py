@@ -1,6 +1,7 @@
 """The access check every delivery call makes, against the current state of entitlement, subscription, product
-and licence, read in one query (on SQLite an answer is reused only while the database is unchanged: a suspension
-committed before the call is seen by the call).
+and licence, read in one query. An answer is reused only while it is exact: on SQLite while the database is
+unchanged; on PostgreSQL under the process's access lease (``access_lease``), which every change to what grants
+access waits for before it is reported done. Either way a suspension reported done is seen by the next call.
 
 Order of the checks, and the codes a refused call gets (each refusal says why, and is counted by the meter):
 

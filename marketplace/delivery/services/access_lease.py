@@ -121,6 +121,8 @@ class AccessLease:
             self._stop_serving()
             self._connection = None
             connection = await asyncpg.connect(self._dsn)
+            # Leases of processes that stopped without giving theirs up are of no use to anyone after a while.
+            await connection.execute("DELETE FROM delivery_process WHERE lease_until < clock_timestamp() - interval '1 hour'")
             await connection.add_listener(CHANNEL, self._notified)
             connection.add_termination_listener(lambda _c: self._stop_serving())
             self._connection = connection

@@ -281,7 +281,7 @@ class DeliveryRuntime:
             cursor_key=derived_key(settings, "rows-cursor"),
             link_key=derived_key(settings, "export-link"),
             loop=asyncio.get_running_loop(),
-            state_reader=StateReader(database.url),
+            state_reader=StateReader(database.url, keep_answers=settings.delivery_access_lease),
             data_dir=settings.resolved_data_dir,
         )
 
