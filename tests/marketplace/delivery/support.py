@@ -143,3 +143,18 @@ def refusal_events(engine: Engine) -> list[dict[str, Any]]:
 def rows_path(product_id: Any, query: str = "") -> str:
     """The rows route of a product."""
     return f"/data/v1/products/{product_id}/rows" + (f"?{query}" if query else "")
+
+
+def terminate_backends(engine: Engine, statement_like: str) -> int:
+    """Drop PostgreSQL's connections (other than this one) whose last statement contains ``statement_like``: a
+    connection lost to a restart or a network fault, as the process holding it sees it. Returns how many."""
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND query LIKE :like"
+                ),
+                {"like": f"%{statement_like}%"},
+            ).scalar_one()
+        )

@@ -19,7 +19,7 @@ from tests.conftest import make_settings
 from tests.factories import make_login_session, make_user
 from tests.helpers import assert_problem, use_session
 from tests.licensing.factories import row_counts
-from tests.marketplace.delivery.support import bearer, delivery_client, refusal_events, rows_path, update
+from tests.marketplace.delivery.support import bearer, delivery_client, refusal_events, rows_path, terminate_backends, update
 from tests.marketplace.factories import make_market
 
 
@@ -254,7 +254,6 @@ def test_the_state_reader_sees_every_commit_and_recovers_a_lost_connection(
     and on PostgreSQL the connections the server dropped are opened again."""
     import asyncio
 
-    from sqlalchemy import text
     from sqlalchemy import update as sa_update
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlmodel import col
@@ -288,13 +287,7 @@ def test_the_state_reader_sees_every_commit_and_recovers_a_lost_connection(
             await changed(LicenceStatus.suspended)
             seen.append((await read_state(reader, market.buyer_a.id, market.product.id, month)).licence_status)
             if reader.dialect_name == "postgresql":
-                with engine.connect() as conn:
-                    dropped = conn.execute(
-                        text(
-                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%entitlement%'"
-                        )
-                    ).scalar_one()
+                dropped = terminate_backends(engine, "entitlement")
                 assert dropped >= 1
                 failed = 0
                 for _ in range(StateReader.CONNECTIONS + 1):

@@ -30,7 +30,7 @@ from marketplace.delivery.services.metering import month_of
 from marketplace.delivery.services.runtime import StateReader
 from marketplace.subscriptions.models import Entitlement
 from tests import settings as test_settings
-from tests.marketplace.delivery.support import update
+from tests.marketplace.delivery.support import terminate_backends, update
 from tests.marketplace.factories import make_market
 
 needs_postgres = pytest.mark.skipif(
@@ -162,14 +162,7 @@ def test_a_killed_listener_stops_kept_answers_until_the_lease_is_held_again(sett
         assert lease is not None
         await _until(lease.serving)
         await read_state(reader, market.buyer_a.id, market.product.id, month)
-        with engine.connect() as connection:
-            killed = connection.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND pid <> pg_backend_pid() AND query LIKE '%delivery_process%'"
-                )
-            ).scalar_one()
-        assert killed == 1
+        assert terminate_backends(engine, "delivery_process") == 1
         await _until(lambda: not lease.serving(), within_s=1.0)
         used = reader.kept_answers_used
         for _ in range(3):
