@@ -6,7 +6,8 @@ wrote one of a watcher's tables it awaits the watcher before ``commit()`` return
 change to what grants access (a licence suspended, a subscription ended) is reported done only once every delivery
 process has stopped using what it read before the change.
 
-Writes through ``text()`` are not seen; nothing in the services writes a watched table that way.
+Writes through ``text()`` and rows written straight through the driver (``insert_rows``, ``insert_many``) are not
+seen; nothing writes a watched table that way (delivery's watched tables are written by the ORM only).
 """
 
 from __future__ import annotations
