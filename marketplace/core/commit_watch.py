@@ -52,11 +52,6 @@ def unwatch_commits(name: str) -> None:
     _WATCHERS.pop(name, None)
 
 
-def watchers() -> tuple[CommitWatcher, ...]:
-    """The registered watchers."""
-    return tuple(_WATCHERS.values())
-
-
 class TrackedSession(Session):
     """A sync session noting the tables its transaction writes (``info[WRITTEN]``)."""
 

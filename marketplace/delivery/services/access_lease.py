@@ -30,10 +30,11 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.core.commit_watch import watch_commits
@@ -78,9 +79,9 @@ class AccessLease:
         self._connection: Any = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._on_clear: list[Any] = []
+        self._on_clear: list[Callable[[], None]] = []
 
-    def on_clear(self, callback: Any) -> None:
+    def on_clear(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` whenever kept answers stop being usable (at every renewal)."""
         self._on_clear.append(callback)
 
@@ -103,9 +104,8 @@ class AccessLease:
         connection = await self._connected()
         self._stop_serving()
         sent = time.monotonic()
-        cleared = await connection.fetchval(_RENEW, self.id, self.label, self.lease_s)
-        self._stop_serving()  # a notification may have arrived meanwhile: kept answers go again
-        self.cleared_before = cleared
+        # Nothing was kept while the renewal ran (``usable`` was false), and a notification meanwhile cleared itself.
+        self.cleared_before = await connection.fetchval(_RENEW, self.id, self.label, self.lease_s)
         self._valid_until = sent + self.lease_s - MARGIN_S
         self.renewals += 1
 
@@ -129,6 +129,8 @@ class AccessLease:
         return self._connection
 
     def _notified(self, *_args: Any) -> None:
+        # Exactness comes from the next renewal, which the change waits for; stopping now also spares the calls
+        # that arrive before it.
         self._stop_serving()
         self._wake.set()
 
@@ -192,24 +194,6 @@ async def wait_for_delivery_processes(
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.05)
         await connection.rollback()
-
-
-def wait_for_delivery_processes_blocking(engine: Engine, *, limit_s: float = 5.0) -> None:
-    """``wait_for_delivery_processes`` for a sync engine (tools and tests that change access state directly)."""
-    if engine.dialect.name != "postgresql":
-        return
-    with engine.connect() as connection:
-        changed_at = connection.execute(_CHANGED).scalar_one()
-        connection.commit()
-        deadline = time.monotonic() + limit_s
-        pause = POLL_S
-        while connection.execute(_WAITING, {"changed_at": changed_at}).scalar_one():
-            if time.monotonic() > deadline:  # pragma: no cover - a lease is at most LEASE_S
-                log.error("delivery processes did not confirm an access change within %.1f s", limit_s)
-                break
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
-        connection.rollback()
 
 
 watch_commits("delivery_access", ACCESS_TABLES, wait_for_delivery_processes)

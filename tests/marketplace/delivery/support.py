@@ -3,6 +3,7 @@ export tasks, and reading metering records."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -120,7 +121,7 @@ def update(engine: Engine, model: type[Any], ident: Any, **changes: Any) -> None
     commits do, wait until no delivery process uses access answers read before the change."""
     from sqlmodel import Session
 
-    from marketplace.delivery.services.access_lease import ACCESS_TABLES, wait_for_delivery_processes_blocking
+    from marketplace.delivery.services.access_lease import ACCESS_TABLES
 
     with Session(engine) as session:
         record = session.get(model, ident)
@@ -129,8 +130,21 @@ def update(engine: Engine, model: type[Any], ident: Any, **changes: Any) -> None
             setattr(record, name, value)
         session.add(record)
         session.commit()
-    if model.__tablename__ in ACCESS_TABLES:
-        wait_for_delivery_processes_blocking(engine)
+    if model.__tablename__ in ACCESS_TABLES and engine.dialect.name == "postgresql":
+        asyncio.run(_wait_for_delivery_processes(engine.url.render_as_string(hide_password=False)))
+
+
+async def _wait_for_delivery_processes(url: str) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from marketplace.core.db import async_url
+    from marketplace.delivery.services.access_lease import wait_for_delivery_processes
+
+    changes = create_async_engine(async_url(url))
+    try:
+        await wait_for_delivery_processes(changes)
+    finally:
+        await changes.dispose()
 
 
 def refusal_events(engine: Engine) -> list[dict[str, Any]]:
